@@ -1,0 +1,48 @@
+/**
+ * **tbq**: a port of Microsoft DMF's `DMF_ThreadedBufferQueue` to Deno. Producers on any thread
+ * fetch preallocated buffers, fill and enqueue them; one work loop in a dedicated Worker takes
+ * each in order and runs your handler on it (for example a USB transfer through libusb); the
+ * buffer then returns to the pool. All queue state lives in one SharedArrayBuffer, so the hot
+ * path is `Atomics`, never `postMessage`.
+ *
+ * ```ts ignore
+ * import { BufferDisposition, Status, ThreadedBufferQueue } from "./mod.ts";
+ *
+ * await using queue = await ThreadedBufferQueue.create({
+ *   bufferQueue: { bufferCount: 16, bufferSize: 4096, contextSize: 16 },
+ *   handlers: new URL("./device_handlers.ts", import.meta.url),
+ *   handlerOptions: { vendorId: 0x0403, productId: 0x6001 },
+ * });
+ * await queue.start();
+ * const buffer = await queue.acquire();
+ * buffer.size = new TextEncoder().encodeInto("hello\n", buffer.data).written;
+ * const status = await queue.enqueueAndWait(buffer);
+ * ```
+ *
+ * @module
+ */
+
+export {
+  type BufferQueueConfig,
+  ThreadedBufferQueue,
+  type ThreadedBufferQueueConfig,
+  type WorkerPermissions,
+} from "./src/threaded_buffer_queue.ts";
+export { QueueProducer, type QueueShare, type WaitOptions, WorkBuffer } from "./src/producer.ts";
+export type { QueueStats } from "./src/pool.ts";
+export { QueueError, type QueueErrorCode } from "./src/errors.ts";
+export {
+  defineWorkHandlers,
+  type WorkContext,
+  type WorkHandlers,
+  type WorkItem,
+  type WorkResult,
+} from "./src/handlers.ts";
+export {
+  BufferDisposition,
+  isSuccess,
+  Status,
+  type StatusCode,
+  statusName,
+  statusOfError,
+} from "./src/status.ts";

@@ -1,0 +1,184 @@
+/**
+ * The SharedArrayBuffer layout: the one place that says where every piece of queue state lives.
+ * Everything the queue knows is in this buffer, so any thread that holds it (the owner, the work
+ * loop's Worker, producer Workers) sees and changes the same state with `Atomics`.
+ *
+ * ```
+ *  byte 0                                                     Int32 words
+ *  ┌──────────────────────────────────────────────────────────────────────────────┐
+ *  │ HEADER  (HEADER_WORDS × int32)                                               │
+ *  │   0 MAGIC            4 CONTEXT_SIZE      8 LOCK           12 QUEUE_TAIL      │
+ *  │   1 BUFFER_COUNT     5 STRIDE            9 FREE_HEAD      13 RECYCLE_HEAD    │
+ *  │   2 MAX_BUFFERS      6 FLAGS            10 FREE_TAIL      14 RECYCLE_TAIL    │
+ *  │   3 BUFFER_SIZE      7 ALLOCATED        11 QUEUE_HEAD                        │
+ *  │  16..23 slots per state (COUNT_BASE + State): UNALLOCATED FREE QUEUED RUNNING │
+ *  │         PENDING HELD RECYCLING PARKED                                         │
+ *  │  24.. totals:   COMPLETED CANCELLED FAILED                                   │
+ *  │  28.. wake:     LOOP_WAKE LOOP_SLEEPING FREE_WAKE FREE_SLEEPERS              │
+ *  ├──────────────────────────────────────────────────────────────────────────────┤
+ *  │ SLOTS   (MAX_BUFFERS × SLOT_WORDS × int32), slot i at word SLOT_BASE + 8i    │
+ *  │   +0 STATE  +1 GENERATION  +2 NEXT  +3 PREV  +4 SIZE  +5 STATUS              │
+ *  │   +6 DONE   +7 WAITER                                                        │
+ *  ├──────────────────────────────────────────────────────────────────────────────┤
+ *  │ DATA    (MAX_BUFFERS × STRIDE bytes), slot i at dataOffset + i × STRIDE       │
+ *  ├──────────────────────────────────────────────────────────────────────────────┤
+ *  │ CONTEXT (MAX_BUFFERS × contextStride bytes)                                   │
+ *  └──────────────────────────────────────────────────────────────────────────────┘
+ * ```
+ *
+ * Lists (free, queue, recycle) are doubly linked through NEXT/PREV with {@linkcode NIL} ends.
+ * The words from LOCK on change only under the lock, except the wake words and DONE, which are
+ * `Atomics` counters that sleepers wait on.
+ *
+ * @module
+ */
+
+/** Identifies a tbq buffer (and this layout's version) when another thread attaches. */
+export const MAGIC = 0x74627101;
+
+/** The end of a list. */
+export const NIL = -1;
+
+/** Header word indexes. */
+export const H = {
+  MAGIC: 0,
+  BUFFER_COUNT: 1,
+  MAX_BUFFERS: 2,
+  BUFFER_SIZE: 3,
+  CONTEXT_SIZE: 4,
+  STRIDE: 5,
+  FLAGS: 6,
+  /** Slots taken into the pool so far (grows with look-aside up to MAX_BUFFERS). */
+  ALLOCATED: 7,
+  LOCK: 8,
+  FREE_HEAD: 9,
+  FREE_TAIL: 10,
+  QUEUE_HEAD: 11,
+  QUEUE_TAIL: 12,
+  RECYCLE_HEAD: 13,
+  RECYCLE_TAIL: 14,
+  /** Counts of slots in each state, indexed COUNT_BASE + state. */
+  COUNT_BASE: 16,
+  COMPLETED: 24,
+  CANCELLED: 25,
+  FAILED: 26,
+  /** Bumped whenever the work loop has something new to look at. */
+  LOOP_WAKE: 28,
+  /** 1 while the loop sleeps on LOOP_WAKE, so wakers know to notify. */
+  LOOP_SLEEPING: 29,
+  /** Bumped whenever a buffer becomes fetchable, or the queue closes. */
+  FREE_WAKE: 30,
+  /** How many threads sleep on FREE_WAKE. */
+  FREE_SLEEPERS: 31,
+} as const;
+
+/** Header size in int32 words. */
+export const HEADER_WORDS = 32;
+
+/** Bits of the FLAGS word. */
+export const Flag = {
+  /** The handler module has a `reuseCleanup`, so returning buffers pass through the worker. */
+  HAS_CLEANUP: 1 << 0,
+  /** The loop is running (between `start` and `stop`). */
+  RUNNING: 1 << 1,
+  /** `stop` (or `close`) asked the loop to take no further item. */
+  STOP_REQUESTED: 1 << 2,
+  /** `close` has begun: producers may no longer fetch or enqueue. */
+  CLOSING: 1 << 3,
+  /** `close` is done: every buffer is back and every waiter settled. */
+  CLOSED: 1 << 4,
+  /** Look-aside growth is enabled. */
+  LOOK_ASIDE: 1 << 5,
+} as const;
+
+/** Per-slot word offsets. */
+export const S = {
+  STATE: 0,
+  /** Bumped when a round ends (the buffer goes back to the free list): old handles go stale. */
+  GENERATION: 1,
+  NEXT: 2,
+  PREV: 3,
+  /** Bytes of the buffer the work sees. */
+  SIZE: 4,
+  /** The status the round's work produced, once DONE equals GENERATION. */
+  STATUS: 5,
+  /** Equals GENERATION once STATUS is final; waiters sleep on it. */
+  DONE: 6,
+  /** 1 while an `enqueueAndWait` caller has yet to collect the status. */
+  WAITER: 7,
+} as const;
+
+/** Int32 words per slot. */
+export const SLOT_WORDS = 8;
+
+/**
+ * Where a slot is. Every allocated slot is in exactly one state; the counts in the header
+ * (`COUNT_BASE + state`) always add up to ALLOCATED.
+ */
+export const State = {
+  /** Not yet part of the pool (look-aside room). */
+  UNALLOCATED: 0,
+  /** On the free list: fetchable. */
+  FREE: 1,
+  /** On the queue, waiting for the loop. */
+  QUEUED: 2,
+  /** Taken by the loop; its `work` is running. */
+  RUNNING: 3,
+  /** `work` returned WorkPending; waiting for `workCompleted`. */
+  PENDING: 4,
+  /** Fetched by a producer, not yet enqueued or reused. */
+  HELD: 5,
+  /** Its round is over; on the recycle list, waiting for `reuseCleanup` in the worker. */
+  RECYCLING: 6,
+  /** Its round is over and cleaned; waiting for its waiter to collect the status. */
+  PARKED: 7,
+} as const;
+
+/** A slot state, one of {@linkcode State}. */
+export type SlotState = typeof State[keyof typeof State];
+
+/** The sizes a pool is made of. */
+export interface LayoutSizes {
+  /** Buffers allocated up front. */
+  readonly bufferCount: number;
+  /** Buffers at most (look-aside growth stops here). */
+  readonly maxBuffers: number;
+  /** Bytes of data per buffer. */
+  readonly bufferSize: number;
+  /** Bytes of context per buffer. */
+  readonly contextSize: number;
+}
+
+/** Byte offsets of the regions, derived from the sizes. */
+export interface Regions {
+  /** First int32 word of slot 0. */
+  readonly slotBase: number;
+  /** Byte offset of slot 0's data. */
+  readonly dataOffset: number;
+  /** Bytes between consecutive slots' data (bufferSize rounded up to 8). */
+  readonly stride: number;
+  /** Byte offset of slot 0's context. */
+  readonly contextOffset: number;
+  /** Bytes between consecutive slots' contexts (contextSize rounded up to 8). */
+  readonly contextStride: number;
+  /** Total bytes of the SharedArrayBuffer. */
+  readonly byteLength: number;
+}
+
+const align8 = (n: number): number => Math.ceil(n / 8) * 8;
+
+/** Computes where each region starts for the given sizes. */
+export function regions(sizes: LayoutSizes): Regions {
+  const slotBase = HEADER_WORDS;
+  const stride = align8(sizes.bufferSize);
+  const contextStride = align8(sizes.contextSize);
+  const dataOffset = align8((slotBase + sizes.maxBuffers * SLOT_WORDS) * 4);
+  const contextOffset = dataOffset + sizes.maxBuffers * stride;
+  const byteLength = contextOffset + sizes.maxBuffers * contextStride;
+  return { slotBase, dataOffset, stride, contextOffset, contextStride, byteLength };
+}
+
+/** The int32 word index of a slot's field. */
+export function slotWord(slot: number, field: number): number {
+  return HEADER_WORDS + slot * SLOT_WORDS + field;
+}

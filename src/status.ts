@@ -1,0 +1,111 @@
+/**
+ * NTSTATUS values and the work disposition, as DMF uses them.
+ *
+ * @module
+ */
+
+/**
+ * What a work handler did with its item (DMF's `ThreadedBufferQueue_BufferDisposition`).
+ *
+ * @example
+ * ```ts
+ * import { BufferDisposition } from "./status.ts";
+ * const done = BufferDisposition.WorkComplete;
+ * ```
+ */
+export enum BufferDisposition {
+  /** Not a valid answer; a handler that returns it fails its item. */
+  Invalid = 0,
+  /** The work is done: the buffer returns to the pool and the next item runs. */
+  WorkComplete = 1,
+  /** The handler keeps the item and completes it later with `workCompleted`. */
+  WorkPending = 2,
+}
+
+/**
+ * NTSTATUS codes as signed 32-bit numbers (what `status | 0` gives for the unsigned literal).
+ *
+ * @example
+ * ```ts
+ * import { isSuccess, Status } from "./status.ts";
+ * isSuccess(Status.IoTimeout); // false
+ * ```
+ */
+export const Status = {
+  /** STATUS_SUCCESS (0x00000000). */
+  Success: 0,
+  /** STATUS_UNSUCCESSFUL (0xC0000001). */
+  Unsuccessful: 0xC0000001 | 0,
+  /** STATUS_INVALID_PARAMETER (0xC000000D). */
+  InvalidParameter: 0xC000000D | 0,
+  /** STATUS_INSUFFICIENT_RESOURCES (0xC000009A). */
+  InsufficientResources: 0xC000009A | 0,
+  /** STATUS_DEVICE_NOT_CONNECTED (0xC000009D). */
+  DeviceNotConnected: 0xC000009D | 0,
+  /** STATUS_IO_TIMEOUT (0xC00000B5). */
+  IoTimeout: 0xC00000B5 | 0,
+  /** STATUS_CANCELLED (0xC0000120). */
+  Cancelled: 0xC0000120 | 0,
+  /** STATUS_INVALID_DEVICE_STATE (0xC0000184). */
+  InvalidDeviceState: 0xC0000184 | 0,
+} as const;
+
+/**
+ * Any NTSTATUS value, signed 32-bit. The named ones are in {@linkcode Status}.
+ *
+ * @example
+ * ```ts
+ * import { Status, type StatusCode } from "./status.ts";
+ * const code: StatusCode = Status.Cancelled;
+ * ```
+ */
+export type StatusCode = number;
+
+/**
+ * True for success and informational codes (`status >= 0` as a signed 32-bit number).
+ *
+ * @example
+ * ```ts
+ * import { isSuccess, Status } from "./status.ts";
+ * isSuccess(Status.Success); // true
+ * isSuccess(0xC0000001); // false: unsigned literals are read as signed
+ * ```
+ */
+export function isSuccess(status: StatusCode): boolean {
+  return (status | 0) >= 0;
+}
+
+const namesByCode: ReadonlyMap<number, string> = new Map(
+  Object.entries(Status).map(([name, code]) => [code, name]),
+);
+
+/**
+ * The name of a status: `"IoTimeout"` for a named code, else `"0xC0000999"`-style hex.
+ *
+ * @example
+ * ```ts
+ * import { Status, statusName } from "./status.ts";
+ * statusName(Status.IoTimeout); // "IoTimeout"
+ * statusName(0x40000000); // "0x40000000"
+ * ```
+ */
+export function statusName(status: StatusCode): string {
+  const code = status | 0;
+  return namesByCode.get(code) ??
+    `0x${(code >>> 0).toString(16).toUpperCase().padStart(8, "0")}`;
+}
+
+/**
+ * Reads a status out of anything a handler threw: its numeric `status` property, else
+ * `Status.Unsuccessful`.
+ *
+ * @example
+ * ```ts
+ * import { Status, statusOfError } from "./status.ts";
+ * statusOfError(Object.assign(new Error("t/o"), { status: Status.IoTimeout })); // IoTimeout
+ * ```
+ */
+export function statusOfError(error: unknown): StatusCode {
+  const status = (error as { status?: unknown } | null)?.status;
+  return typeof status === "number" && Number.isInteger(status) ? status | 0 : Status.Unsuccessful;
+}

@@ -1,0 +1,39 @@
+/**
+ * Sleeping until a shared word changes: a short spin (a cross-thread hand-off often lands within
+ * microseconds), then `Atomics.waitAsync`, which never blocks the event loop.
+ *
+ * @module
+ */
+
+/** Spin iterations before sleeping; each is one `Atomics.load` (a few microseconds in all). */
+export const SPIN_ITERATIONS = 2000;
+
+/**
+ * Resolves once `words[index]` is no longer `seen` (or a notify arrives). Rejects with
+ * `signal.reason` when `signal` aborts first.
+ */
+export function waitForChange(
+  words: Int32Array,
+  index: number,
+  seen: number,
+  signal?: AbortSignal,
+  spin: number = SPIN_ITERATIONS,
+): Promise<void> | undefined {
+  for (let i = 0; i < spin; i++) {
+    if (Atomics.load(words, index) !== seen) return undefined;
+  }
+  const result = Atomics.waitAsync(words, index, seen);
+  if (!result.async) return undefined;
+  if (!signal) return result.value.then(ignore);
+  signal.throwIfAborted();
+  const { promise, resolve, reject } = Promise.withResolvers<void>();
+  const onAbort = () => reject(signal.reason);
+  signal.addEventListener("abort", onAbort, { once: true });
+  result.value.then(() => {
+    signal.removeEventListener("abort", onAbort);
+    resolve();
+  });
+  return promise;
+}
+
+function ignore(): void {}
