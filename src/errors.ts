@@ -16,6 +16,7 @@ import { Status, type StatusCode } from "./status.ts";
  * | `ForeignBuffer` | the value is not a buffer fetched from this queue (or this handle) |
  * | `StaleBuffer` | the buffer's round is over (it was completed, flushed or reused) |
  * | `BufferState` | the buffer is in the wrong state for the call (e.g. already queued) |
+ * | `InvalidDisposition` | `work` returned something other than a disposition (reported, item fails) |
  * | `AlreadyRunning` | `start` on a running queue |
  * | `Closed` | the queue is closed or closing |
  * | `WorkerFailed` | the worker thread died |
@@ -26,6 +27,7 @@ export type QueueErrorCode =
   | "ForeignBuffer"
   | "StaleBuffer"
   | "BufferState"
+  | "InvalidDisposition"
   | "AlreadyRunning"
   | "Closed"
   | "WorkerFailed";
@@ -36,6 +38,7 @@ const statusOfCode: Record<QueueErrorCode, StatusCode> = {
   ForeignBuffer: Status.InvalidParameter,
   StaleBuffer: Status.InvalidParameter,
   BufferState: Status.InvalidDeviceState,
+  InvalidDisposition: Status.Unsuccessful,
   AlreadyRunning: Status.InvalidDeviceState,
   Closed: Status.InvalidDeviceState,
   WorkerFailed: Status.Unsuccessful,

@@ -482,13 +482,17 @@ export class Pool {
     if (!(slot >= 0 && slot < w[H.ALLOCATED])) {
       return new QueueError("ForeignBuffer", `cannot ${verb} a buffer that is not from this queue`);
     }
-    if (w[this.#at(slot, S.GENERATION)] !== generation) {
+    const state = w[this.#at(slot, S.STATE)] as SlotState;
+    // A round is over once its buffer heads back to the pool, even before the generation moves.
+    if (
+      w[this.#at(slot, S.GENERATION)] !== generation || state === State.RECYCLING ||
+      state === State.PARKED
+    ) {
       return new QueueError(
         "StaleBuffer",
         `cannot ${verb} a stale buffer: its round ended (completed, flushed or reused); fetch a new one`,
       );
     }
-    const state = w[this.#at(slot, S.STATE)] as SlotState;
     if (expected >= 0 && state !== expected) {
       return new QueueError(
         "BufferState",

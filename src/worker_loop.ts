@@ -111,7 +111,7 @@ function settle(item: LoopItem, result: WorkResult): Promise<void> | undefined {
     return fail(
       item,
       new QueueError(
-        "BufferState",
+        "InvalidDisposition",
         `work returned an invalid disposition (${describe(result)}): return ` +
           "BufferDisposition.WorkComplete or WorkPending, or { disposition, status }",
       ),
