@@ -1,0 +1,37 @@
+import assert from "node:assert/strict";
+import { Status, ThreadedBufferQueue, type WorkerPermissions } from "../mod.ts";
+
+const handlers = new URL("./fixtures/capability_handlers.ts", import.meta.url);
+const capabilities = ["env", "write", "read outside the grant", "net", "run", "read own module"];
+
+async function allowed(permissions: WorkerPermissions): Promise<string[]> {
+  await using queue = await ThreadedBufferQueue.create({
+    bufferQueue: { bufferCount: 1, bufferSize: 1 },
+    handlers,
+    permissions,
+  });
+  await queue.start();
+  const result: string[] = [];
+  for (let index = 0; index < capabilities.length; index++) {
+    const buffer = await queue.acquire();
+    buffer.data[0] = index;
+    if (await queue.enqueueAndWait(buffer) === Status.Success) result.push(capabilities[index]);
+  }
+  return result;
+}
+
+Deno.test("a worker with an empty grant can load its modules and nothing else", async () => {
+  assert.deepEqual(await allowed({}), ["read own module"]);
+  assert.deepEqual(await allowed("none"), ["read own module"]);
+});
+
+Deno.test("a worker gets exactly what its permissions grant", async () => {
+  assert.deepEqual(
+    await allowed({ env: ["HOME"], read: ["/etc/hostname"] }),
+    ["env", "read outside the grant", "read own module"],
+  );
+});
+
+Deno.test("an inheriting worker has the test's permissions", async () => {
+  assert.deepEqual(await allowed("inherit"), capabilities);
+});
