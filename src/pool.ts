@@ -194,8 +194,18 @@ export class Pool {
    * and returns its slot, or -1 when none is free.
    */
   fetch(): number {
-    this.#lock();
     const w = this.#words;
+    // Nothing free and no room to grow: answer without the lock, so that a producer polling an
+    // empty pool does not contend with the loop.
+    if (
+      Atomics.load(w, H.FREE_HEAD) === NIL &&
+      (!(Atomics.load(w, H.FLAGS) & Flag.LOOK_ASIDE) ||
+        Atomics.load(w, H.ALLOCATED) >= w[H.MAX_BUFFERS]) &&
+      !(Atomics.load(w, H.FLAGS) & Flag.CLOSING)
+    ) {
+      return -1;
+    }
+    this.#lock();
     if (w[H.FLAGS] & Flag.CLOSING) {
       this.#unlock();
       throw this.#closedError();
@@ -506,7 +516,7 @@ export class Pool {
 
   #allocate(slot: number, state: SlotState): void {
     const w = this.#words;
-    w[H.ALLOCATED] = slot + 1;
+    Atomics.store(w, H.ALLOCATED, slot + 1);
     Atomics.store(w, this.#at(slot, S.STATE), state);
     Atomics.add(w, H.COUNT_BASE + state, 1);
     if (state === State.FREE) this.#pushTail(slot, H.FREE_HEAD, H.FREE_TAIL);

@@ -302,12 +302,13 @@ function spawnWorker(
   try {
     return new Worker(workerEntry, options as unknown as WorkerOptions);
   } catch (error) {
-    throw new QueueError(
-      "InvalidConfig",
-      `cannot start the worker: ${error}` +
-        (options.deno ? " (worker permissions need --unstable-worker-options)" : ""),
-      { cause: error },
-    );
+    const escalation = error instanceof Deno.errors.NotCapable
+      ? ": the worker's permissions ask for more than this thread has (a Worker's permissions " +
+        "cannot exceed its parent's); grant them to the program, e.g. --allow-ffi=<path>"
+      : "";
+    throw new QueueError("InvalidConfig", `cannot start the worker: ${error}${escalation}`, {
+      cause: error,
+    });
   }
 }
 

@@ -35,3 +35,27 @@ Deno.test("a worker gets exactly what its permissions grant", async () => {
 Deno.test("an inheriting worker has the test's permissions", async () => {
   assert.deepEqual(await allowed("inherit"), capabilities);
 });
+
+Deno.test("asking for more than the program has is a clear InvalidConfig error", async () => {
+  const script = `
+    import { ThreadedBufferQueue } from ${
+    JSON.stringify(new URL("../mod.ts", import.meta.url).href)
+  };
+    try {
+      await ThreadedBufferQueue.create({
+        bufferQueue: { bufferCount: 1, bufferSize: 1 },
+        handlers: ${JSON.stringify(handlers.href)},
+        permissions: { net: true },
+      });
+    } catch (error) {
+      console.log(error.code, error.message);
+    }`;
+  const { stdout, code } = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--unstable-worker-options", "--allow-read", script],
+    stdout: "piped",
+  }).output();
+  assert.equal(code, 0);
+  const text = new TextDecoder().decode(stdout);
+  assert.match(text, /^InvalidConfig /);
+  assert.match(text, /cannot exceed its parent's/);
+});
