@@ -16,9 +16,9 @@
  *  │  24.. totals:   COMPLETED CANCELLED FAILED                                   │
  *  │  28.. wake:     LOOP_WAKE LOOP_SLEEPING FREE_WAKE FREE_SLEEPERS              │
  *  ├──────────────────────────────────────────────────────────────────────────────┤
- *  │ SLOTS   (MAX_BUFFERS × SLOT_WORDS × int32), slot i at word SLOT_BASE + 8i    │
+ *  │ SLOTS   (MAX_BUFFERS × SLOT_WORDS × int32), slot i at word SLOT_BASE + 9i    │
  *  │   +0 STATE  +1 GENERATION  +2 NEXT  +3 PREV  +4 SIZE  +5 STATUS              │
- *  │   +6 DONE   +7 WAITER                                                        │
+ *  │   +6 DONE   +7 WAITER      +8 EARLY                                          │
  *  ├──────────────────────────────────────────────────────────────────────────────┤
  *  │ DATA    (MAX_BUFFERS × STRIDE bytes), slot i at dataOffset + i × STRIDE       │
  *  ├──────────────────────────────────────────────────────────────────────────────┤
@@ -106,10 +106,15 @@ export const S = {
   DONE: 6,
   /** 1 while an `enqueueAndWait` caller has yet to collect the status. */
   WAITER: 7,
+  /**
+   * 1 when `workCompleted` arrived while `work` was still running: STATUS holds its status, and
+   * the item completes once `work` returns (the buffer is never freed under a running handler).
+   */
+  EARLY: 8,
 } as const;
 
 /** Int32 words per slot. */
-export const SLOT_WORDS = 8;
+export const SLOT_WORDS = 9;
 
 /**
  * Where a slot is. Every allocated slot is in exactly one state; the counts in the header

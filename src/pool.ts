@@ -286,25 +286,51 @@ export class Pool {
   }
 
   /**
-   * Completes a running or pended item with `status`. With `cleaned`, its `reuseCleanup` already
-   * ran (the loop does that inline), so the buffer need not pass through the recycle list.
+   * Completes a pended item with `status` (DMF's WorkCompleted). An item whose `work` is still
+   * running is marked instead, and completes once `work` returns: its buffer never returns to the
+   * pool under a running handler.
    */
-  complete(slot: number, generation: number, status: StatusCode, cleaned: boolean): void {
+  workCompleted(slot: number, generation: number, status: StatusCode): void {
     this.#lock();
     const w = this.#words;
     let problem = this.#check(slot, generation, -1, "complete");
     const state = w[this.#at(slot, S.STATE)];
-    if (!problem && state !== State.PENDING && state !== State.RUNNING) {
-      problem = new QueueError(
+    const early = this.#at(slot, S.EARLY);
+    if (!problem && state === State.PENDING) {
+      this.#finish(slot, status | 0, false);
+    } else if (!problem && state === State.RUNNING && !w[early]) {
+      w[this.#at(slot, S.STATUS)] = status | 0;
+      w[early] = 1;
+    } else {
+      problem ??= new QueueError(
         "BufferState",
-        `cannot complete an item that is ${stateNames[state as SlotState]}: ` +
-          "workCompleted is for items whose work returned WorkPending",
+        state === State.RUNNING
+          ? "cannot complete an item twice"
+          : `cannot complete an item that is ${stateNames[state as SlotState]}: ` +
+            "workCompleted is for items whose work returned WorkPending",
       );
     }
-    if (!problem) this.#finish(slot, status | 0, cleaned);
     this.#unlock();
     if (problem) throw problem;
     this.#afterUnlock();
+  }
+
+  /**
+   * The loop's own completion: `work` returned WorkComplete (with `cleaned`, its `reuseCleanup`
+   * already ran inline). Returns false if `workCompleted` had completed it already (then the
+   * first status stands).
+   */
+  finishRunning(slot: number, generation: number, status: StatusCode, cleaned: boolean): boolean {
+    this.#lock();
+    const w = this.#words;
+    let first = true;
+    if (this.#isRound(slot, generation, State.RUNNING)) {
+      first = !w[this.#at(slot, S.EARLY)];
+      this.#finish(slot, first ? status | 0 : w[this.#at(slot, S.STATUS)], cleaned);
+    }
+    this.#unlock();
+    this.#afterUnlock();
+    return first;
   }
 
   /** Cancels every queued item: waiters get `Status.Cancelled`; buffers return to the pool. */
@@ -395,11 +421,16 @@ export class Pool {
     return slot;
   }
 
-  /** Marks a running item pended (its work returned WorkPending), unless already completed. */
+  /** Its work returned WorkPending: the item waits for `workCompleted` (or had it already). */
   pend(slot: number, generation: number): void {
     this.#lock();
-    if (this.#isRound(slot, generation, State.RUNNING)) this.#setState(slot, State.PENDING);
+    const w = this.#words;
+    if (this.#isRound(slot, generation, State.RUNNING)) {
+      if (w[this.#at(slot, S.EARLY)]) this.#finish(slot, w[this.#at(slot, S.STATUS)], false);
+      else this.#setState(slot, State.PENDING);
+    }
     this.#unlock();
+    this.#afterUnlock();
   }
 
   /** Takes a buffer waiting for `reuseCleanup`, or -1. The slot stays RECYCLING until settled. */
@@ -541,6 +572,7 @@ export class Pool {
   #finish(slot: number, status: number, cleaned: boolean): void {
     const w = this.#words;
     w[this.#at(slot, S.STATUS)] = status;
+    w[this.#at(slot, S.EARLY)] = 0;
     this.#tally(status);
     if (w[this.#at(slot, S.WAITER)]) {
       Atomics.store(w, this.#at(slot, S.DONE), w[this.#at(slot, S.GENERATION)]);

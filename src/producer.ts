@@ -216,10 +216,13 @@ export class QueueProducer {
     return this.#pool.count();
   }
 
-  /** Completes an item whose work returned `WorkPending`; its waiter resolves with `status`. */
+  /**
+   * Completes an item whose work returned `WorkPending`; its waiter resolves with `status`. If
+   * its `work` is still running, the item completes as soon as `work` returns.
+   */
   workCompleted(buffer: WorkBuffer, status: StatusCode = Status.Success): void {
     const { slot, generation } = this.#own(buffer, "complete");
-    this.#pool.complete(slot, generation, status, false);
+    this.#pool.workCompleted(slot, generation, status);
   }
 
   /** Where the buffers are now, and how many items have ended each way. */

@@ -60,7 +60,7 @@ const context: WorkContext = {
     if (!(item instanceof LoopItem)) {
       throw new QueueError("ForeignBuffer", "workCompleted needs the item that work received");
     }
-    pool.complete(item.index, item.generation, status, false);
+    pool.workCompleted(item.index, item.generation, status);
   },
 };
 
@@ -128,10 +128,15 @@ function fail(item: LoopItem, error: unknown): Promise<void> | undefined {
 /** WorkComplete: cleans the buffer here (no hop through the recycle list), then completes. */
 function finish(item: LoopItem, status: StatusCode): Promise<void> | undefined {
   const complete = () => {
-    try {
-      pool.complete(item.index, item.generation, status, true);
-    } catch (error) {
-      report("work", error);
+    if (!pool.finishRunning(item.index, item.generation, status, true)) {
+      report(
+        "work",
+        new QueueError(
+          "BufferState",
+          "work returned WorkComplete for an item already completed with workCompleted; " +
+            "the first status stands",
+        ),
+      );
     }
   };
   const cleaning = cleanup(item);
@@ -187,17 +192,13 @@ async function serve(): Promise<void> {
   let nextYield = performance.now() + YIELD_EVERY_MS;
   while (!closed) {
     const seen = Atomics.load(words, H.LOOP_WAKE);
-    let busy = recycleOne();
-    if (busy === false && running && !pool.hasFlag(Flag.STOP_REQUESTED)) {
-      const slot = pool.takeNext();
-      busy = slot < 0 ? false : runItem(slot);
-    }
-    if (busy !== false) {
-      if (busy) {
-        current = busy;
-        await busy;
-        current = undefined;
-      }
+    // One returning buffer, then one item: neither can starve the other. A step that stays
+    // synchronous costs no await (the hot path: a handler that completes at once).
+    let step = track(recycleOne());
+    const cleaned = typeof step === "boolean" ? step : await step;
+    step = !closed && running && !pool.hasFlag(Flag.STOP_REQUESTED) && track(takeAndRun());
+    const ran = typeof step === "boolean" ? step : await step;
+    if (cleaned || ran) {
       if (performance.now() >= nextYield) {
         await yieldToEventLoop();
         nextYield = performance.now() + YIELD_EVERY_MS;
@@ -211,6 +212,25 @@ async function serve(): Promise<void> {
     Atomics.store(words, H.LOOP_SLEEPING, 0);
     nextYield = performance.now() + YIELD_EVERY_MS;
   }
+}
+
+function takeAndRun(): Promise<void> | undefined | false {
+  const slot = pool.takeNext();
+  return slot < 0 ? false : runItem(slot);
+}
+
+/**
+ * Exposes a step that went asynchronous as `current`, so that stop and close can wait for it.
+ * Returns whether there was a step at all (as a promise only for an asynchronous one).
+ */
+function track(step: Promise<void> | undefined | false): boolean | Promise<boolean> {
+  if (step === false) return false;
+  if (!step) return true;
+  current = step;
+  return step.then(() => {
+    current = undefined;
+    return true;
+  });
 }
 
 // ── control ──────────────────────────────────────────────────────────────────────────────
@@ -275,10 +295,12 @@ async function close(): Promise<void> {
     postError = error;
   }
   controller.abort(new QueueError("Closed", "the queue is closed"));
+  // From here on only close() touches the pool: serve() finishes its step and leaves.
+  closed = true;
+  pool.wakeLoop();
   await current;
   pool.reclaimAll();
   for (let cleaning = recycleOne(); cleaning !== false; cleaning = recycleOne()) await cleaning;
-  closed = true;
   pool.setFlag(Flag.CLOSED);
   pool.wakeAll();
   yieldChannel.port1.close();

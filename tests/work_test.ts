@@ -183,3 +183,38 @@ Deno.test("a handler module with work only (no pre, post, reuseCleanup) runs", a
   assert.ok(queue.fetch(), "with no reuseCleanup, the buffer is free when the waiter resolves");
   await queue.stop();
 });
+
+Deno.test("workCompleted while work still runs completes the item only once work returns", async () => {
+  await using s = await scripted();
+  const { queue, probe } = s;
+  await queue.start();
+  const buffer = item(queue, Cmd.BLOCK_ASYNC_PEND, 1);
+  const waiting = queue.enqueueAndWait(buffer);
+  await probe.until(P.IN_GATE, (v) => v === 1);
+  queue.workCompleted(buffer, Status.IoTimeout);
+  assert.throws(
+    () => queue.workCompleted(buffer, Status.Success),
+    (e: unknown) => (e as QueueError).code === "BufferState",
+    "a second completion is refused",
+  );
+  assert.equal(queue.stats().running, 1, "the buffer stays with the running handler");
+  assert.equal(await settled(waiting), false);
+  probe.openGate();
+  assert.equal(await within(waiting), Status.IoTimeout);
+  consistent(queue, 4);
+});
+
+Deno.test("work returning WorkComplete after workCompleted: the first status stands, reported", async () => {
+  await using s = await scripted();
+  const { queue, probe, errors, reported } = s;
+  await queue.start();
+  const buffer = item(queue, Cmd.BLOCK_ASYNC, 1, Status.Success);
+  const waiting = queue.enqueueAndWait(buffer);
+  await probe.until(P.IN_GATE, (v) => v === 1);
+  queue.workCompleted(buffer, Status.DeviceNotConnected);
+  probe.openGate();
+  assert.equal(await within(waiting), Status.DeviceNotConnected);
+  await reported(1);
+  assert.match(errors[0].error.message, /already completed/);
+  assert.equal(consistent(queue, 4).failed, 1);
+});
