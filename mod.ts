@@ -3,7 +3,8 @@
  * fetch preallocated buffers, fill and enqueue them; one work loop in a dedicated Worker takes
  * each in order and runs your handler on it (for example a USB transfer through libusb); the
  * buffer then returns to the pool. All queue state lives in one SharedArrayBuffer, so the hot
- * path is `Atomics`, never `postMessage`.
+ * path is `Atomics`, never `postMessage`. USB devices are reached through libusb with
+ * {@linkcode Libusb} and {@linkcode UsbDevice}, usable in a Worker granted only the library.
  *
  * ```ts ignore
  * import { BufferDisposition, Status, ThreadedBufferQueue } from "./mod.ts";
@@ -46,3 +47,33 @@ export {
   statusName,
   statusOfError,
 } from "./src/status.ts";
+export {
+  type BulkWriterOptions,
+  type ControlSetup,
+  DEFAULT_TIMEOUT,
+  DeviceSlot,
+  type DevicesOptions,
+  Libusb,
+  LIBUSB_ERRORS,
+  LibusbError,
+  libusbError,
+  type LibusbErrorInfo,
+  LibusbNotFoundError,
+  type LibusbOpenOptions,
+  libusbPath,
+  type LibusbVersion,
+  openWriterDevice,
+  recordWritten,
+  type TransferOptions,
+  unwrap,
+  type UsbData,
+  UsbDevice,
+  type UsbDeviceFilter,
+  type UsbDeviceInfo,
+  UsbError,
+  type UsbErrorOptions,
+  type UsbPermissionsOptions,
+  UsbStatus,
+  usbWorkerPermissions,
+  type WriterSession,
+} from "./ffi/mod.ts";

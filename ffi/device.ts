@@ -1,0 +1,656 @@
+/**
+ * An open USB device: {@linkcode UsbDevice}.
+ *
+ * @module
+ */
+
+import { LibusbError, UsbError } from "./errors.ts";
+import type { LibusbSymbols } from "./symbols.ts";
+
+/**
+ * What `Libusb.devices()` reports for one device.
+ *
+ * @example
+ * ```ts
+ * import type { UsbDeviceInfo } from "./device.ts";
+ * const info: UsbDeviceInfo = {
+ *   vendorId: 0x46f4, productId: 0x0001, busNumber: 1, deviceAddress: 4,
+ *   deviceClass: 0, deviceSubclass: 0, deviceProtocol: 0, deviceVersion: 0x0100, usbVersion: 0x0200,
+ * };
+ * ```
+ */
+export interface UsbDeviceInfo {
+  /** idVendor. */
+  readonly vendorId: number;
+  /** idProduct. */
+  readonly productId: number;
+  /** The bus the device is on. */
+  readonly busNumber: number;
+  /** The device's address on its bus. */
+  readonly deviceAddress: number;
+  /** bDeviceClass (0: each interface says its own). */
+  readonly deviceClass: number;
+  /** bDeviceSubClass. */
+  readonly deviceSubclass: number;
+  /** bDeviceProtocol. */
+  readonly deviceProtocol: number;
+  /** bcdDevice, e.g. 0x0100 for release 1.00. */
+  readonly deviceVersion: number;
+  /** bcdUSB, e.g. 0x0200 for USB 2.0. */
+  readonly usbVersion: number;
+  /** The manufacturer string, when the device has one and it could be read. */
+  readonly manufacturer?: string;
+  /** The product string, when the device has one and it could be read. */
+  readonly product?: string;
+  /** The serial number string, when the device has one and it could be read. */
+  readonly serialNumber?: string;
+}
+
+/**
+ * Options of a transfer.
+ *
+ * @example
+ * ```ts
+ * import type { TransferOptions } from "./device.ts";
+ * const options: TransferOptions = { timeout: 250 };
+ * ```
+ */
+export interface TransferOptions {
+  /**
+   * Milliseconds before libusb gives up with `LIBUSB_ERROR_TIMEOUT`; 0 waits forever (which can
+   * block a work handler, and the queue with it, for good). Default {@linkcode DEFAULT_TIMEOUT}.
+   */
+  readonly timeout?: number;
+}
+
+/**
+ * The timeout a transfer gets when its options give none, in milliseconds.
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_TIMEOUT } from "./device.ts";
+ * console.log(DEFAULT_TIMEOUT); // 5000
+ * ```
+ */
+export const DEFAULT_TIMEOUT = 5000;
+
+/**
+ * The setup of a control transfer, as in WebUSB's `USBControlTransferParameters`.
+ *
+ * @example
+ * ```ts
+ * import type { ControlSetup } from "./device.ts";
+ * const getStatus: ControlSetup = {
+ *   requestType: "standard", recipient: "device", request: 0x00, value: 0, index: 0,
+ * };
+ * ```
+ */
+export interface ControlSetup {
+  /** Bits 6..5 of bmRequestType. */
+  readonly requestType: "standard" | "class" | "vendor";
+  /** Bits 4..0 of bmRequestType. */
+  readonly recipient: "device" | "interface" | "endpoint" | "other";
+  /** bRequest (0..255). */
+  readonly request: number;
+  /** wValue (0..65535). */
+  readonly value: number;
+  /** wIndex (0..65535). */
+  readonly index: number;
+}
+
+/**
+ * The libusb functions a {@linkcode UsbDevice} calls (a subset of `LibusbSymbols`).
+ *
+ * @example
+ * ```ts
+ * import type { UsbDeviceSymbols } from "./device.ts";
+ * type Claim = UsbDeviceSymbols["libusb_claim_interface"];
+ * ```
+ */
+export type UsbDeviceSymbols = Pick<
+  LibusbSymbols,
+  | "libusb_close"
+  | "libusb_set_auto_detach_kernel_driver"
+  | "libusb_claim_interface"
+  | "libusb_release_interface"
+  | "libusb_set_interface_alt_setting"
+  | "libusb_clear_halt"
+  | "libusb_bulk_transfer"
+  | "libusb_bulk_transfer_nonblocking"
+  | "libusb_control_transfer"
+>;
+
+/**
+ * Bytes to send: any typed array or `DataView` (including views on a `SharedArrayBuffer`, such as
+ * a queue item's `data`), or a whole `ArrayBuffer` / `SharedArrayBuffer`. Used in place, not copied.
+ *
+ * @example
+ * ```ts
+ * import type { UsbData } from "./device.ts";
+ * const data: UsbData = new Uint8Array(new SharedArrayBuffer(64), 0, 16);
+ * ```
+ */
+export type UsbData = ArrayBufferView | ArrayBufferLike;
+
+const REQUEST_TYPES = { standard: 0x00, class: 0x20, vendor: 0x40 } as const;
+const RECIPIENTS = { device: 0x00, interface: 0x01, endpoint: 0x02, other: 0x03 } as const;
+const ENDPOINT_IN = 0x80;
+const MAX_LENGTH = 0x7fffffff;
+
+function hex(value: number, digits = 2): string {
+  return `0x${value.toString(16).padStart(digits, "0")}`;
+}
+
+function invalid(operation: string, detail: string): UsbError {
+  return new UsbError(LibusbError.INVALID_PARAM, { operation, detail });
+}
+
+function checkInteger(value: unknown, max: number, what: string, operation: string): number {
+  if (typeof value !== "number" || !Number.isInteger(value) || value < 0 || value > max) {
+    throw invalid(operation, `${what} must be an integer in 0..${max}, got ${String(value)}`);
+  }
+  return value;
+}
+
+function timeoutOf(options: TransferOptions | undefined, operation: string): number {
+  const timeout = options?.timeout ?? DEFAULT_TIMEOUT;
+  return checkInteger(timeout, 0xffffffff, "timeout", operation);
+}
+
+function bytesOf(data: UsbData, operation: string): Uint8Array {
+  let bytes: Uint8Array;
+  if (data instanceof Uint8Array) bytes = data;
+  else if (ArrayBuffer.isView(data)) {
+    bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  } else if (data instanceof ArrayBuffer || data instanceof SharedArrayBuffer) {
+    bytes = new Uint8Array(data);
+  } else {
+    throw invalid(operation, "data must be an ArrayBuffer, a SharedArrayBuffer or a view on one");
+  }
+  if (bytes.byteLength > MAX_LENGTH) throw invalid(operation, "data is longer than 2^31-1 bytes");
+  return bytes;
+}
+
+/**
+ * An open libusb device handle, made by `Libusb.openDevice`. Methods follow WebUSB's `USBDevice`
+ * where WebUSB has the same operation, but are synchronous (they block the calling thread up to
+ * their timeout, which is what a queue's work handler wants) except for the `…Async` variants.
+ * Every failure throws a {@linkcode UsbError}; bad arguments throw one with
+ * `LIBUSB_ERROR_INVALID_PARAM`.
+ *
+ * Async transfers on one endpoint run one after another, in call order (two concurrent
+ * `libusb_bulk_transfer` calls on one endpoint could reach the device in either order); transfers
+ * on different endpoints overlap. `close()` while async transfers are in flight closes the handle
+ * once the running one ends (its timeout bounds that); queued ones that have not started reject
+ * with `LIBUSB_ERROR_INTERRUPTED`.
+ *
+ * @example
+ * ```ts ignore
+ * import { Libusb } from "./libusb.ts";
+ * using usb = Libusb.open();
+ * using dev = usb.openDevice({ vendorId: 0x46f4, productId: 0x0001 });
+ * dev.claimInterface(0);
+ * const written = dev.transferOut(0x02, new TextEncoder().encode("hello"), { timeout: 1000 });
+ * const reply = await dev.transferInAsync(0x81, 64, { timeout: 1000 });
+ * ```
+ */
+export class UsbDevice implements Disposable {
+  /** What the device reported when it was opened. */
+  readonly info: UsbDeviceInfo;
+  /** Resolves once the libusb handle is really closed (after in-flight async transfers end). */
+  readonly closed: Promise<void>;
+
+  #symbols: UsbDeviceSymbols;
+  #handle: bigint;
+  #onClosed: (() => void) | undefined;
+  #resolveClosed: () => void;
+  #closing = false;
+  #finalized = false;
+  #claimed = new Set<number>();
+  #pending = 0;
+  #pendingByEndpoint = new Map<number, number>();
+  #chains = new Map<number, Promise<void>>();
+
+  /**
+   * Wraps an open `libusb_device_handle *`. Use `Libusb.openDevice` instead; this is for the
+   * binding itself (and tests that supply their own symbols).
+   *
+   * @example
+   * ```ts ignore
+   * import { UsbDevice } from "./device.ts";
+   * const dev = new UsbDevice(lib.symbols, handleAddress, info);
+   * ```
+   */
+  constructor(
+    symbols: UsbDeviceSymbols,
+    handle: bigint,
+    info: UsbDeviceInfo,
+    onClosed?: () => void,
+  ) {
+    this.#symbols = symbols;
+    this.#handle = handle;
+    this.info = info;
+    this.#onClosed = onClosed;
+    const { promise, resolve } = Promise.withResolvers<void>();
+    this.closed = promise;
+    this.#resolveClosed = resolve;
+  }
+
+  /** False once `close()` was called. */
+  get opened(): boolean {
+    return !this.#closing;
+  }
+
+  /** Async transfers accepted and not yet settled, on all endpoints. */
+  get pendingTransfers(): number {
+    return this.#pending;
+  }
+
+  #check(operation: string): void {
+    if (this.#closing) {
+      throw new UsbError(LibusbError.NO_DEVICE, { operation, detail: "the device is closed" });
+    }
+  }
+
+  #checkIdle(endpoint: number, operation: string): void {
+    if (this.#pendingByEndpoint.get(endpoint)) {
+      throw new UsbError(LibusbError.BUSY, {
+        operation,
+        detail: `async transfers on endpoint ${hex(endpoint)} are in flight; await them first`,
+      });
+    }
+  }
+
+  #endpoint(endpoint: number, direction: "in" | "out", operation: string): number {
+    checkInteger(endpoint, 0xff, "endpoint", operation);
+    if ((endpoint & ENDPOINT_IN) !== (direction === "in" ? ENDPOINT_IN : 0)) {
+      throw invalid(
+        operation,
+        direction === "in"
+          ? `endpoint ${hex(endpoint)} is an OUT address; IN endpoints have bit 7 set (0x8n)`
+          : `endpoint ${hex(endpoint)} is an IN address; OUT endpoints have bit 7 clear`,
+      );
+    }
+    return endpoint;
+  }
+
+  /**
+   * Claims an interface, first asking libusb to detach a kernel driver bound to it (re-attached on
+   * release; a no-op where the platform has none).
+   *
+   * @example
+   * ```ts ignore
+   * dev.claimInterface(0);
+   * ```
+   */
+  claimInterface(interfaceNumber: number): void {
+    const operation = `claimInterface(${interfaceNumber})`;
+    this.#check(operation);
+    checkInteger(interfaceNumber, 0xff, "interfaceNumber", operation);
+    const autoDetach = this.#symbols.libusb_set_auto_detach_kernel_driver;
+    if (autoDetach) {
+      const code = autoDetach(this.#handle, 1);
+      if (code < 0 && code !== LibusbError.NOT_SUPPORTED) {
+        throw new UsbError(code, { operation, detail: "enabling kernel driver auto-detach" });
+      }
+    }
+    const code = this.#symbols.libusb_claim_interface(this.#handle, interfaceNumber);
+    if (code < 0) throw new UsbError(code, { operation });
+    this.#claimed.add(interfaceNumber);
+  }
+
+  /**
+   * Releases a claimed interface (and re-attaches its kernel driver, if one was detached).
+   *
+   * @example
+   * ```ts ignore
+   * dev.releaseInterface(0);
+   * ```
+   */
+  releaseInterface(interfaceNumber: number): void {
+    const operation = `releaseInterface(${interfaceNumber})`;
+    this.#check(operation);
+    checkInteger(interfaceNumber, 0xff, "interfaceNumber", operation);
+    const code = this.#symbols.libusb_release_interface(this.#handle, interfaceNumber);
+    this.#claimed.delete(interfaceNumber);
+    if (code < 0) throw new UsbError(code, { operation });
+  }
+
+  /**
+   * Selects an alternate setting of a claimed interface.
+   *
+   * @example
+   * ```ts ignore
+   * dev.selectAlternateInterface(0, 1);
+   * ```
+   */
+  selectAlternateInterface(interfaceNumber: number, alternateSetting: number): void {
+    const operation = `selectAlternateInterface(${interfaceNumber}, ${alternateSetting})`;
+    this.#check(operation);
+    checkInteger(interfaceNumber, 0xff, "interfaceNumber", operation);
+    checkInteger(alternateSetting, 0xff, "alternateSetting", operation);
+    const code = this.#symbols.libusb_set_interface_alt_setting(
+      this.#handle,
+      interfaceNumber,
+      alternateSetting,
+    );
+    if (code < 0) throw new UsbError(code, { operation });
+  }
+
+  /**
+   * Clears a halt (stall) on an endpoint, given by address (direction bit included).
+   *
+   * @example
+   * ```ts ignore
+   * dev.clearHalt(0x81);
+   * ```
+   */
+  clearHalt(endpoint: number): void {
+    const operation = `clearHalt(${typeof endpoint === "number" ? hex(endpoint) : endpoint})`;
+    this.#check(operation);
+    checkInteger(endpoint, 0xff, "endpoint", operation);
+    this.#checkIdle(endpoint, operation);
+    const code = this.#symbols.libusb_clear_halt(this.#handle, endpoint);
+    if (code < 0) throw new UsbError(code, { operation });
+  }
+
+  /**
+   * Sends bytes to a bulk (or, on Linux, interrupt) OUT endpoint and returns how many were
+   * written. libusb writes everything or fails; a timeout part-way throws a `UsbError` whose
+   * `transferred` says how much went out.
+   *
+   * @example
+   * ```ts ignore
+   * const written = dev.transferOut(0x02, new Uint8Array([1, 2, 3]), { timeout: 1000 });
+   * ```
+   */
+  transferOut(endpoint: number, data: UsbData, options?: TransferOptions): number {
+    const operation = `transferOut(${typeof endpoint === "number" ? hex(endpoint) : endpoint})`;
+    this.#check(operation);
+    this.#endpoint(endpoint, "out", operation);
+    const bytes = bytesOf(data, operation);
+    const timeout = timeoutOf(options, operation);
+    this.#checkIdle(endpoint, operation);
+    const transferred = new Int32Array(1);
+    const code = this.#symbols.libusb_bulk_transfer(
+      this.#handle,
+      endpoint,
+      bytes,
+      bytes.byteLength,
+      transferred,
+      timeout,
+    );
+    if (code < 0) throw new UsbError(code, { operation, transferred: transferred[0] });
+    return transferred[0];
+  }
+
+  /**
+   * Reads up to `length` bytes from a bulk (or, on Linux, interrupt) IN endpoint. A short packet
+   * ends the transfer early: the result is then shorter than `length`. Ask for a multiple of the
+   * endpoint's max packet size, or a larger packet overflows (`LIBUSB_ERROR_OVERFLOW`).
+   *
+   * @example
+   * ```ts ignore
+   * const reply = dev.transferIn(0x81, 512, { timeout: 1000 });
+   * ```
+   */
+  transferIn(endpoint: number, length: number, options?: TransferOptions): Uint8Array {
+    const operation = `transferIn(${typeof endpoint === "number" ? hex(endpoint) : endpoint})`;
+    this.#check(operation);
+    this.#endpoint(endpoint, "in", operation);
+    checkInteger(length, MAX_LENGTH, "length", operation);
+    const timeout = timeoutOf(options, operation);
+    this.#checkIdle(endpoint, operation);
+    const buffer = new Uint8Array(length);
+    const transferred = new Int32Array(1);
+    const code = this.#symbols.libusb_bulk_transfer(
+      this.#handle,
+      endpoint,
+      buffer,
+      length,
+      transferred,
+      timeout,
+    );
+    const data = buffer.subarray(0, Math.max(0, Math.min(length, transferred[0])));
+    if (code < 0) {
+      throw new UsbError(code, { operation, transferred: data.length, data });
+    }
+    return data;
+  }
+
+  #queue<T>(endpoint: number, operation: string, run: () => Promise<T>): Promise<T> {
+    this.#pending++;
+    this.#pendingByEndpoint.set(endpoint, (this.#pendingByEndpoint.get(endpoint) ?? 0) + 1);
+    const previous = this.#chains.get(endpoint) ?? Promise.resolve();
+    const start = (): Promise<T> => {
+      if (this.#closing) {
+        return Promise.reject(
+          new UsbError(LibusbError.INTERRUPTED, {
+            operation,
+            detail: "the device was closed before this transfer started",
+          }),
+        );
+      }
+      return run();
+    };
+    const result = previous.then(start);
+    const tail = result.then(() => {}, () => {}).finally(() => {
+      this.#pending--;
+      const left = (this.#pendingByEndpoint.get(endpoint) ?? 1) - 1;
+      if (left === 0) this.#pendingByEndpoint.delete(endpoint);
+      else this.#pendingByEndpoint.set(endpoint, left);
+      if (this.#chains.get(endpoint) === tail) this.#chains.delete(endpoint);
+      if (this.#closing && this.#pending === 0) this.#finalize();
+    });
+    this.#chains.set(endpoint, tail);
+    return result;
+  }
+
+  /**
+   * Like {@linkcode UsbDevice.transferOut}, but the transfer runs on another thread and this
+   * thread goes on. `data` is used in place (not copied): leave it unchanged until the promise
+   * settles; the device keeps it referenced until then.
+   *
+   * @example
+   * ```ts ignore
+   * const writes = [dev.transferOutAsync(0x02, a), dev.transferOutAsync(0x02, b)];
+   * const written = await Promise.all(writes); // sent in call order
+   * ```
+   */
+  transferOutAsync(
+    endpoint: number,
+    data: UsbData,
+    options?: TransferOptions,
+  ): Promise<number> {
+    const operation = `transferOutAsync(${
+      typeof endpoint === "number" ? hex(endpoint) : endpoint
+    })`;
+    try {
+      this.#check(operation);
+      this.#endpoint(endpoint, "out", operation);
+      const bytes = bytesOf(data, operation);
+      const timeout = timeoutOf(options, operation);
+      return this.#queue(endpoint, operation, async () => {
+        const transferred = new Int32Array(1);
+        const code = await this.#symbols.libusb_bulk_transfer_nonblocking(
+          this.#handle,
+          endpoint,
+          bytes,
+          bytes.byteLength,
+          transferred,
+          timeout,
+        );
+        if (code < 0) throw new UsbError(code, { operation, transferred: transferred[0] });
+        return transferred[0];
+      });
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /**
+   * Like {@linkcode UsbDevice.transferIn}, but the transfer runs on another thread and this thread
+   * goes on.
+   *
+   * @example
+   * ```ts ignore
+   * const reply = await dev.transferInAsync(0x81, 512, { timeout: 1000 });
+   * ```
+   */
+  transferInAsync(
+    endpoint: number,
+    length: number,
+    options?: TransferOptions,
+  ): Promise<Uint8Array> {
+    const operation = `transferInAsync(${typeof endpoint === "number" ? hex(endpoint) : endpoint})`;
+    try {
+      this.#check(operation);
+      this.#endpoint(endpoint, "in", operation);
+      checkInteger(length, MAX_LENGTH, "length", operation);
+      const timeout = timeoutOf(options, operation);
+      return this.#queue(endpoint, operation, async () => {
+        const buffer = new Uint8Array(length);
+        const transferred = new Int32Array(1);
+        const code = await this.#symbols.libusb_bulk_transfer_nonblocking(
+          this.#handle,
+          endpoint,
+          buffer,
+          length,
+          transferred,
+          timeout,
+        );
+        const data = buffer.subarray(0, Math.max(0, Math.min(length, transferred[0])));
+        if (code < 0) throw new UsbError(code, { operation, transferred: data.length, data });
+        return data;
+      });
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  #control(
+    direction: number,
+    setup: ControlSetup,
+    buffer: Uint8Array | null,
+    length: number,
+    options: TransferOptions | undefined,
+    operation: string,
+  ): number {
+    this.#check(operation);
+    if (typeof setup !== "object" || setup === null) throw invalid(operation, "setup is required");
+    const type = REQUEST_TYPES[setup.requestType];
+    const recipient = RECIPIENTS[setup.recipient];
+    if (type === undefined) {
+      throw invalid(operation, `requestType must be standard, class or vendor`);
+    }
+    if (recipient === undefined) {
+      throw invalid(operation, `recipient must be device, interface, endpoint or other`);
+    }
+    checkInteger(setup.request, 0xff, "request", operation);
+    checkInteger(setup.value, 0xffff, "value", operation);
+    checkInteger(setup.index, 0xffff, "index", operation);
+    checkInteger(length, 0xffff, "length", operation);
+    const timeout = timeoutOf(options, operation);
+    const code = this.#symbols.libusb_control_transfer(
+      this.#handle,
+      direction | type | recipient,
+      setup.request,
+      setup.value,
+      setup.index,
+      length === 0 ? null : buffer,
+      length,
+      timeout,
+    );
+    if (code < 0) throw new UsbError(code, { operation });
+    return code;
+  }
+
+  /**
+   * Sends a control request with an optional data stage; returns the bytes written.
+   *
+   * @example
+   * ```ts ignore
+   * dev.controlTransferOut(
+   *   { requestType: "vendor", recipient: "device", request: 0x01, value: 0, index: 0 },
+   *   new Uint8Array([0xff]),
+   *   { timeout: 500 },
+   * );
+   * ```
+   */
+  controlTransferOut(
+    setup: ControlSetup,
+    data?: UsbData,
+    options?: TransferOptions,
+  ): number {
+    const operation = `controlTransferOut(${setup?.request ?? "?"})`;
+    const bytes = data === undefined ? new Uint8Array(0) : bytesOf(data, operation);
+    return this.#control(0, setup, bytes, bytes.byteLength, options, operation);
+  }
+
+  /**
+   * Sends a control request with an IN data stage of up to `length` bytes (0..65535); returns what
+   * the device sent (possibly fewer bytes).
+   *
+   * @example
+   * ```ts ignore
+   * const status = dev.controlTransferIn(
+   *   { requestType: "standard", recipient: "device", request: 0x00, value: 0, index: 0 },
+   *   2,
+   * );
+   * ```
+   */
+  controlTransferIn(
+    setup: ControlSetup,
+    length: number,
+    options?: TransferOptions,
+  ): Uint8Array {
+    const operation = `controlTransferIn(${setup?.request ?? "?"})`;
+    checkInteger(length, 0xffff, "length", operation);
+    const buffer = new Uint8Array(length);
+    const count = this.#control(ENDPOINT_IN, setup, buffer, length, options, operation);
+    return buffer.subarray(0, Math.min(count, length));
+  }
+
+  #finalize(): void {
+    if (this.#finalized) return;
+    this.#finalized = true;
+    for (const interfaceNumber of this.#claimed) {
+      // Best effort: re-attaches a detached kernel driver; fails harmlessly if unplugged.
+      this.#symbols.libusb_release_interface(this.#handle, interfaceNumber);
+    }
+    this.#claimed.clear();
+    this.#symbols.libusb_close(this.#handle);
+    this.#handle = 0n;
+    this.#resolveClosed();
+    this.#onClosed?.();
+  }
+
+  /**
+   * Releases claimed interfaces and closes the handle. Idempotent. With async transfers in flight,
+   * the handle closes when the running one ends (see {@linkcode UsbDevice.closed}); further calls
+   * throw `LIBUSB_ERROR_NO_DEVICE` at once.
+   *
+   * @example
+   * ```ts ignore
+   * dev.close();
+   * await dev.closed;
+   * ```
+   */
+  close(): void {
+    if (this.#closing) return;
+    this.#closing = true;
+    if (this.#pending === 0) this.#finalize();
+  }
+
+  /**
+   * Same as {@linkcode UsbDevice.close}, for `using`.
+   *
+   * @example
+   * ```ts ignore
+   * { using dev = usb.openDevice({ vendorId: 0x46f4, productId: 0x0001 }); }
+   * ```
+   */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}

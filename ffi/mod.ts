@@ -1,0 +1,50 @@
+/**
+ * libusb-1.0 through `Deno.dlopen`, usable inside a Worker whose only ffi grant is the library's
+ * path: {@linkcode Libusb} (a context), {@linkcode UsbDevice} (an open device),
+ * {@linkcode UsbError} (every failure), {@linkcode libusbPath} (what to grant).
+ *
+ * @example
+ * ```ts
+ * import { Libusb, libusbPath } from "./mod.ts";
+ * using usb = Libusb.open({ path: libusbPath() });
+ * console.log(usb.version, usb.devices());
+ * ```
+ *
+ * @module
+ */
+
+export {
+  type ControlSetup,
+  DEFAULT_TIMEOUT,
+  type TransferOptions,
+  type UsbData,
+  UsbDevice,
+  type UsbDeviceInfo,
+} from "./device.ts";
+export {
+  LIBUSB_ERRORS,
+  LibusbError,
+  libusbError,
+  type LibusbErrorInfo,
+  unwrap,
+  UsbError,
+  type UsbErrorOptions,
+  UsbStatus,
+} from "./errors.ts";
+export { LibusbNotFoundError, libusbPath } from "./library.ts";
+export {
+  type DevicesOptions,
+  Libusb,
+  type LibusbOpenOptions,
+  type LibusbVersion,
+  type UsbDeviceFilter,
+} from "./libusb.ts";
+export { type UsbPermissionsOptions, usbWorkerPermissions } from "./permissions.ts";
+export {
+  type BulkWriterOptions,
+  DeviceSlot,
+  openWriterDevice,
+  recordWritten,
+  type WriterSession,
+} from "./handlers/bulk_writer.ts";
+export type { StatusCode } from "../src/status.ts";

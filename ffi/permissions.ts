@@ -1,0 +1,54 @@
+/**
+ * Least privilege for a queue whose handler drives USB.
+ *
+ * @module
+ */
+
+import type { WorkerPermissions } from "../src/config.ts";
+import { libusbPath } from "./library.ts";
+
+/**
+ * Options for {@linkcode usbWorkerPermissions}.
+ *
+ * @example
+ * ```ts
+ * import type { UsbPermissionsOptions } from "./permissions.ts";
+ * const options: UsbPermissionsOptions = { read: ["/srv/firmware.bin"] };
+ * ```
+ */
+export interface UsbPermissionsOptions {
+  /** The libusb to grant (default: {@linkcode libusbPath}, what `Libusb.open()` would load). */
+  readonly libusbPath?: string;
+  /** Further files or folders the handler reads (its own module is added by the queue). */
+  readonly read?: readonly (string | URL)[];
+}
+
+/**
+ * The Worker permissions a USB handler needs and nothing more: ffi for the libusb library's
+ * absolute path only, read for the given files only (the queue adds its own modules and the
+ * handler module); no net, env, write, run or sys. Pass it as the queue's `permissions`, and
+ * `libusbPath()` as a handler option, since the Worker may not read the environment or stat files.
+ *
+ * @example
+ * ```ts ignore
+ * import { libusbPath, ThreadedBufferQueue, usbWorkerPermissions } from "../mod.ts";
+ * await using queue = await ThreadedBufferQueue.create({
+ *   bufferQueue: { bufferCount: 8, bufferSize: 4096 },
+ *   handlers: new URL("../ffi/handlers/bulk_writer.ts", import.meta.url),
+ *   handlerOptions: { vendorId: 0x0403, productId: 0x6001, endpoint: 0x02, libusbPath: libusbPath() },
+ *   permissions: usbWorkerPermissions(),
+ * });
+ * ```
+ */
+export function usbWorkerPermissions(options: UsbPermissionsOptions = {}): WorkerPermissions {
+  return {
+    ffi: [options.libusbPath ?? libusbPath()],
+    read: [...(options.read ?? [])],
+    net: false,
+    env: false,
+    write: false,
+    run: false,
+    sys: false,
+    import: false,
+  };
+}
