@@ -8,7 +8,8 @@
  * Run: deno test -A tests/hil/rig_test.ts   (as root; prepares the rig first)
  */
 import assert from "node:assert/strict";
-import { bootGuest, hostDeno, prepare } from "./rig.ts";
+import { hilTest } from "./gate.ts";
+import { bootGuest, hostDeno } from "./rig.ts";
 
 const THIS_FILE = new URL(import.meta.url).pathname;
 const HELLO = "tbq-hil: hello from the guest\n";
@@ -132,8 +133,7 @@ async function guestMain(): Promise<void> {
 if (Deno.env.get("TBQ_HIL_GUEST") === "1") {
   await guestMain();
 } else {
-  Deno.test("hil rig: devices, deno + libusb in the guest, FTDI both ways", async () => {
-    await prepare();
+  hilTest("hil rig: devices, deno + libusb in the guest, FTDI both ways", async () => {
     await using guest = await bootGuest({
       command: [hostDeno(), "run", "-A", "--no-lock", THIS_FILE],
       timeoutMs: 120_000,
@@ -176,8 +176,7 @@ if (Deno.env.get("TBQ_HIL_GUEST") === "1") {
     assert.ok(startMs !== null && startMs < 30_000, `boot took ${startMs} ms`);
   });
 
-  Deno.test("hil rig: QMP hot-unplug of usb-storage while a guest command runs", async () => {
-    await prepare();
+  hilTest("hil rig: QMP hot-unplug of usb-storage while a guest command runs", async () => {
     const script = [
       "has() { grep -qx 46f4 /sys/bus/usb/devices/*/idVendor 2>/dev/null; }",
       "has || { echo missing; exit 1; }",
