@@ -336,12 +336,7 @@ export class Pool {
   /** Cancels every queued item: waiters get `Status.Cancelled`; buffers return to the pool. */
   flush(): number {
     this.#lock();
-    const w = this.#words;
-    let flushed = 0;
-    for (let slot = w[H.QUEUE_HEAD]; slot !== NIL; slot = w[H.QUEUE_HEAD], flushed++) {
-      this.#unlink(slot, H.QUEUE_HEAD, H.QUEUE_TAIL);
-      this.#finish(slot, Status.Cancelled, false);
-    }
+    const flushed = this.#cancelQueued();
     this.#unlock();
     this.#afterUnlock();
     return flushed;
@@ -459,11 +454,7 @@ export class Pool {
   reclaimAll(): number {
     this.#lock();
     const w = this.#words;
-    let reclaimed = 0;
-    for (let slot = w[H.QUEUE_HEAD]; slot !== NIL; slot = w[H.QUEUE_HEAD], reclaimed++) {
-      this.#unlink(slot, H.QUEUE_HEAD, H.QUEUE_TAIL);
-      this.#finish(slot, Status.Cancelled, false);
-    }
+    let reclaimed = this.#cancelQueued();
     const allocated = w[H.ALLOCATED];
     for (let slot = 0; slot < allocated; slot++) {
       const state = w[this.#at(slot, S.STATE)];
@@ -543,6 +534,17 @@ export class Pool {
       );
     }
     return undefined;
+  }
+
+  /** Empties the queue: every item ends Cancelled. Returns how many. */
+  #cancelQueued(): number {
+    const w = this.#words;
+    let cancelled = 0;
+    for (let slot = w[H.QUEUE_HEAD]; slot !== NIL; slot = w[H.QUEUE_HEAD], cancelled++) {
+      this.#unlink(slot, H.QUEUE_HEAD, H.QUEUE_TAIL);
+      this.#finish(slot, Status.Cancelled, false);
+    }
+    return cancelled;
   }
 
   #allocate(slot: number, state: SlotState): void {

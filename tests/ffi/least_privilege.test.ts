@@ -24,53 +24,35 @@ Deno.test("a queue worker started with usbWorkerPermissions calls libusb and is 
   );
 });
 
-Deno.test("bulk writer, no device, fail-items: waiters get DeviceNotConnected, no buffer lost", async () => {
-  const errors: Error[] = [];
-  await using queue = await ThreadedBufferQueue.create({
-    bufferQueue: { bufferCount: 3, bufferSize: 64, contextSize: 4 },
-    handlers: new URL("../../ffi/handlers/bulk_writer.ts", import.meta.url),
-    handlerOptions: {
-      vendorId: 0x0403,
-      productId: 0x6001,
-      endpoint: 0x02,
-      absent: "fail-items",
-      libusbPath: libusbPath(),
-    },
-    permissions: usbWorkerPermissions(),
-    onError: (error) => errors.push(error),
+for (const writer of ["bulk_writer.ts", "bulk_writer_pipelined.ts"]) {
+  Deno.test(`${writer}, no device, fail-items: waiters get DeviceNotConnected, no buffer lost`, async () => {
+    const errors: Error[] = [];
+    await using queue = await ThreadedBufferQueue.create({
+      bufferQueue: { bufferCount: 3, bufferSize: 64, contextSize: 4 },
+      handlers: new URL(`../../ffi/handlers/${writer}`, import.meta.url),
+      handlerOptions: {
+        vendorId: 0x0403,
+        productId: 0x6001,
+        endpoint: 0x02,
+        absent: "fail-items",
+        libusbPath: libusbPath(),
+      },
+      permissions: usbWorkerPermissions(),
+      onError: (error) => errors.push(error),
+    });
+    await queue.start();
+    const waits = [];
+    for (let i = 0; i < 10; i++) {
+      const buffer = await queue.acquire();
+      buffer.size = new TextEncoder().encodeInto(`line ${i}\n`, buffer.data).written;
+      waits.push(queue.enqueueAndWait(buffer));
+    }
+    assert.deepEqual(await Promise.all(waits), Array(10).fill(Status.DeviceNotConnected));
+    const stats = queue.stats();
+    assert.deepEqual(
+      [stats.free, stats.queued, stats.running, stats.pending, stats.held, stats.failed],
+      [3, 0, 0, 0, 0, 10],
+    );
+    assert.deepEqual(errors, [], "an absent device is a status, not a handler error");
   });
-  await queue.start();
-  const waits = [];
-  for (let i = 0; i < 10; i++) {
-    const buffer = await queue.acquire();
-    buffer.size = new TextEncoder().encodeInto(`line ${i}\n`, buffer.data).written;
-    waits.push(queue.enqueueAndWait(buffer));
-  }
-  assert.deepEqual(await Promise.all(waits), Array(10).fill(Status.DeviceNotConnected));
-  const stats = queue.stats();
-  assert.deepEqual(
-    [stats.free, stats.queued, stats.running, stats.pending, stats.held, stats.failed],
-    [3, 0, 0, 0, 0, 10],
-  );
-  assert.deepEqual(errors, [], "an absent device is a status, not a handler error");
-});
-
-Deno.test("pipelined bulk writer, no device, fail-items: the same, with WorkPending in the path", async () => {
-  await using queue = await ThreadedBufferQueue.create({
-    bufferQueue: { bufferCount: 2, bufferSize: 64, contextSize: 4 },
-    handlers: new URL("../../ffi/handlers/bulk_writer_pipelined.ts", import.meta.url),
-    handlerOptions: {
-      vendorId: 0x0403,
-      productId: 0x6001,
-      endpoint: 0x02,
-      absent: "fail-items",
-      libusbPath: libusbPath(),
-    },
-    permissions: usbWorkerPermissions(),
-  });
-  await queue.start();
-  const statuses = [];
-  for (let i = 0; i < 5; i++) statuses.push(await queue.enqueueAndWait(await queue.acquire()));
-  assert.deepEqual(statuses, Array(5).fill(Status.DeviceNotConnected));
-  assert.equal(queue.stats().free, 2);
-});
+}
