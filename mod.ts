@@ -48,6 +48,7 @@ export {
   statusOfError,
 } from "./src/status.ts";
 export {
+  bulkWriterHandlers,
   type BulkWriterOptions,
   type ControlSetup,
   DEFAULT_TIMEOUT,
@@ -63,6 +64,7 @@ export {
   libusbPath,
   type LibusbVersion,
   openWriterDevice,
+  pipelinedBulkWriterHandlers,
   recordWritten,
   type TransferOptions,
   unwrap,

@@ -40,6 +40,7 @@ export {
   type UsbDeviceFilter,
 } from "./libusb.ts";
 export { type UsbPermissionsOptions, usbWorkerPermissions } from "./permissions.ts";
+export { bulkWriterHandlers, pipelinedBulkWriterHandlers } from "./ready_made.ts";
 export {
   type BulkWriterOptions,
   DeviceSlot,

@@ -1,5 +1,12 @@
 import assert from "node:assert/strict";
-import { libusbPath, Status, ThreadedBufferQueue, usbWorkerPermissions } from "../../mod.ts";
+import {
+  bulkWriterHandlers,
+  libusbPath,
+  pipelinedBulkWriterHandlers,
+  Status,
+  ThreadedBufferQueue,
+  usbWorkerPermissions,
+} from "../../mod.ts";
 import { allowed } from "../capabilities.ts";
 
 Deno.test("usbWorkerPermissions grants libusb's absolute path and nothing else", () => {
@@ -24,12 +31,17 @@ Deno.test("a queue worker started with usbWorkerPermissions calls libusb and is 
   );
 });
 
-for (const writer of ["bulk_writer.ts", "bulk_writer_pipelined.ts"]) {
+for (
+  const [writer, handlers] of [["bulk_writer", bulkWriterHandlers], [
+    "bulk_writer_pipelined",
+    pipelinedBulkWriterHandlers,
+  ]] as const
+) {
   Deno.test(`${writer}, no device, fail-items: waiters get DeviceNotConnected, no buffer lost`, async () => {
     const errors: Error[] = [];
     await using queue = await ThreadedBufferQueue.create({
       bufferQueue: { bufferCount: 3, bufferSize: 64, contextSize: 4 },
-      handlers: new URL(`../../ffi/handlers/${writer}`, import.meta.url),
+      handlers,
       handlerOptions: {
         vendorId: 0x0403,
         productId: 0x6001,
