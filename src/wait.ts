@@ -5,8 +5,13 @@
  * @module
  */
 
-/** Spin iterations before sleeping; each is one `Atomics.load` (a few microseconds in all). */
-export const SPIN_ITERATIONS = 2000;
+/**
+ * Spin iterations before sleeping; each is one `Atomics.load` (a few microseconds in all). On a
+ * single core the other thread cannot make progress while this one spins, so there it is 0.
+ */
+export const SPIN_ITERATIONS: number = (globalThis.navigator?.hardwareConcurrency ?? 1) > 1
+  ? 2000
+  : 0;
 
 /**
  * Resolves once `words[index]` is no longer `seen` (or a notify arrives). Rejects with

@@ -21,7 +21,7 @@ async function runDemo(...args: string[]): Promise<{ code: number; output: strin
 }
 
 Deno.test("demo: every record reaches the simulated device exactly once, exit 0", async () => {
-  const { code, output } = await runDemo();
+  const { code, output } = await runDemo("--device=simulated");
   assert.equal(code, 0, output);
   assert.match(
     output.split("\n")[0],
@@ -61,4 +61,12 @@ Deno.test("demo: an unknown argument prints usage, exit 2", async () => {
   const { code, output } = await runDemo("--fault=bogus");
   assert.equal(code, 2, output);
   assert.match(output, /usage: demo\.ts/);
+});
+
+Deno.test("demo without flags picks a device itself and says which, and why when simulated", async () => {
+  const { code, output } = await runDemo("--duration=300");
+  assert.equal(code, 0, output);
+  const [first, second] = output.split("\n");
+  assert.match(first, /device = (USB [0-9a-f]{4}:[0-9a-f]{4}|SIMULATED)/);
+  if (/SIMULATED/.test(first)) assert.match(second, /simulated because: \S/);
 });
