@@ -312,13 +312,23 @@ function spawnWorker(
   }
 }
 
-/** Adds read access to the files the Worker must load: tbq's own modules and the handler module. */
+/**
+ * Adds read access to the files the Worker must load: tbq's own modules and the handler module.
+ * A `file:` URL given as a string becomes a path (Deno would read it as a relative path).
+ */
 function withModuleReads(permissions: WorkerPermissions, handlers: URL): unknown {
   const granted = permissions === "none" ? {} : permissions;
   if (typeof granted !== "object") return granted;
+  const paths = (list: unknown) =>
+    Array.isArray(list)
+      ? list.map((entry) =>
+        typeof entry === "string" && entry.startsWith("file:") ? new URL(entry) : entry
+      )
+      : list;
+  const normalized = { ...granted, read: paths(granted.read), write: paths(granted.write) };
   const needed = ownFiles.filter((url) => url.protocol === "file:");
   if (handlers.protocol === "file:") needed.push(new URL(handlers.pathname, "file:///"));
-  const read = granted.read;
-  if (read === true || read === "inherit" || needed.length === 0) return granted;
-  return { ...granted, read: [...(Array.isArray(read) ? read : []), ...needed] };
+  const read = normalized.read;
+  if (read === true || read === "inherit" || needed.length === 0) return normalized;
+  return { ...normalized, read: [...(Array.isArray(read) ? read : []), ...needed] };
 }

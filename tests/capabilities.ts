@@ -1,16 +1,9 @@
 /** Asks a queue's worker which capabilities it has (see fixtures/capability_handlers.ts). */
 import { Status, ThreadedBufferQueue, type WorkerPermissions } from "../mod.ts";
+import { CAPABILITIES } from "./fixtures/capability_handlers.ts";
 
 export const handlers = new URL("./fixtures/capability_handlers.ts", import.meta.url);
-export const capabilities = [
-  "env",
-  "write",
-  "read outside the grant",
-  "net",
-  "run",
-  "read own module",
-  "libusb",
-];
+export const capabilities: string[] = [...CAPABILITIES];
 
 /** The capabilities a queue's worker has, tried one per item. */
 export async function allowed(

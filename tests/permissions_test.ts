@@ -13,6 +13,13 @@ Deno.test("a worker gets exactly what its permissions grant", async () => {
   );
 });
 
+Deno.test("a read grant given as a file: URL string means that file", async () => {
+  assert.deepEqual(
+    await allowed({ read: ["file:///etc/hostname"] }),
+    ["read outside the grant", "read own module"],
+  );
+});
+
 Deno.test("an inheriting worker has the test's permissions", async () => {
   assert.deepEqual(
     await allowed("inherit"),

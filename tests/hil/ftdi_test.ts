@@ -23,6 +23,7 @@ import {
   statusName,
   ThreadedBufferQueue,
   usbWorkerPermissions,
+  type WorkerPermissions,
 } from "../../mod.ts";
 import { fillPayload, payloadLength } from "../../examples/demo_records.ts";
 import { ftdiLine, parseFtdiLine } from "../../examples/ftdi_lines.ts";
@@ -57,9 +58,19 @@ interface ProbeReport {
  * writes a line to the FTDI, probes each capability in the Worker that holds the device, writes a
  * second line naming what was allowed.
  */
+/**
+ * The probe queue's least privilege: `usbWorkerPermissions()` plus read access to
+ * capability_handlers.ts, whose probes the probe handler shares.
+ */
+function probePermissions(): WorkerPermissions {
+  return usbWorkerPermissions({
+    read: [new URL("../fixtures/capability_handlers.ts", import.meta.url).pathname],
+  });
+}
+
 async function guestProbe(): Promise<void> {
   const signal = AbortSignal.timeout(30_000);
-  const permissions = usbWorkerPermissions();
+  const permissions = probePermissions();
   await using queue = await ThreadedBufferQueue.create({
     bufferQueue: { bufferCount: 2, bufferSize: 64, contextSize: 8 },
     handlers: new URL("../fixtures/ftdi_probe_handlers.ts", import.meta.url),
@@ -271,7 +282,7 @@ if (Deno.env.get("TBQ_HIL_GUEST") === "1") {
       const report = JSON.parse(line.slice("REPORT ".length)) as ProbeReport;
       assert.deepEqual([...PROBES], capabilities, "the probes are the shared capability set");
       assert.equal(report.libusbPath, libusbPath(), "the guest uses the host's libusb");
-      assert.deepEqual(report.permissions, permissions);
+      assert.deepEqual(report.permissions, probePermissions());
       assert.deepEqual(report.allowed, EXPECTED_ALLOWED, "the queue Worker may only do this");
       assert.deepEqual(report.lineStatuses, ["Success", "Success"]);
       assert.equal(
