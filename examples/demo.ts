@@ -24,8 +24,6 @@
  */
 
 import {
-  type BulkWriterOptions,
-  Libusb,
   libusbPath,
   type QueueStats,
   Status,
@@ -35,6 +33,7 @@ import {
   usbWorkerPermissions,
   type WorkerPermissions,
 } from "../mod.ts";
+import { describeUsbDevice, findUsbDevice, usbIds, writerOptions } from "./usb_lookup.ts";
 import {
   type ProducerJob,
   type ProducerMode,
@@ -161,7 +160,7 @@ function chooseDevice(args: DemoArgs): DeviceBackend {
   if (args.device === "simulated") why = "--device=simulated";
   else if (args.fault !== "none") why = `--fault=${args.fault} needs the simulated device`;
   else {
-    const found = findUsbDevice(args);
+    const found = lookForUsbDevice(args);
     if ("info" in found) return usbDevice(args, found.info, found.path);
     if (args.device === "usb") throw new NoUsbDeviceError(`--device=usb: ${found.reason}`);
     why = found.reason;
@@ -169,49 +168,23 @@ function chooseDevice(args: DemoArgs): DeviceBackend {
   return simulatedDevice(args, why);
 }
 
-/** `0403:6001`. */
-function usbIds(vendorId: number, productId: number): string {
-  return [vendorId, productId].map((id) => id.toString(16).padStart(4, "0")).join(":");
-}
-
 /** Looks for the USB device the options name; says why not when it cannot use one. */
-function findUsbDevice(
+function lookForUsbDevice(
   args: DemoArgs,
 ): { info: UsbDeviceInfo; path: string } | { reason: string } {
-  const wanted = usbIds(args.vendorId, args.productId);
   try {
     const path = libusbPath();
-    using usb = Libusb.open({ path });
-    if (usb.initError) return { reason: `libusb cannot list devices (${usb.initError.message})` };
-    const all = usb.devices();
-    const info = all.find((d) => d.vendorId === args.vendorId && d.productId === args.productId);
-    if (info) return { info, path };
-    return {
-      reason: `no USB device ${wanted} is attached (libusb ${usb.version.major}.` +
-        `${usb.version.minor}.${usb.version.micro} lists ${all.length} USB device(s))`,
-    };
+    return { info: findUsbDevice(path, args.vendorId, args.productId), path };
   } catch (error) {
-    const message = String((error as Error)?.message ?? error).replace(/\s*\n\s*/g, " ");
-    return { reason: `cannot look for USB device ${wanted}: ${message}` };
+    return { reason: String((error as Error)?.message ?? error).replace(/\s*\n\s*/g, " ") };
   }
 }
 
 /** The real USB device: each record is one bulk-OUT transfer through the ready-made writer. */
 function usbDevice(args: DemoArgs, info: UsbDeviceInfo, path: string): DeviceBackend {
   const ids = usbIds(info.vendorId, info.productId);
-  const about = [
-    [info.manufacturer, info.product].filter(Boolean).join(" ") || undefined,
-    info.serialNumber !== undefined ? `serial ${info.serialNumber}` : undefined,
-    `bus ${info.busNumber} address ${info.deviceAddress}`,
-  ].filter(Boolean).join(", ");
-  const options: BulkWriterOptions = {
-    vendorId: info.vendorId,
-    productId: info.productId,
-    ...(info.serialNumber !== undefined ? { serialNumber: info.serialNumber } : {}),
-    endpoint: args.endpoint,
-    timeout: 2000,
-    libusbPath: path,
-  };
+  const about = describeUsbDevice(info);
+  const options = writerOptions(info, args.endpoint, path);
   return {
     name: `USB device ${ids}`,
     label: `USB ${ids} (${about}): blocking bulk-OUT writes to endpoint 0x` +

@@ -23,17 +23,15 @@
  */
 
 import {
-  type BulkWriterOptions,
-  Libusb,
   libusbPath,
   type QueueStats,
   Status,
   statusName,
   ThreadedBufferQueue,
-  type UsbDeviceInfo,
   usbWorkerPermissions,
   type WorkerPermissions,
 } from "../mod.ts";
+import { describeUsbDevice, findUsbDevice, usbIds, writerOptions } from "./usb_lookup.ts";
 import { type LineJob, type LineReport, MAX_LINE_BYTES, produceLines } from "./ftdi_lines.ts";
 
 /** Buffers in the pool. */
@@ -89,22 +87,6 @@ export function parseLoggerArgs(args: readonly string[]): LoggerArgs {
   return parsed;
 }
 
-/** `0403:6001`. */
-function ids(vendorId: number, productId: number): string {
-  const hex = (n: number) => n.toString(16).padStart(4, "0");
-  return `${hex(vendorId)}:${hex(productId)}`;
-}
-
-/** What the device says about itself, e.g. `FTDI FT232 …, serial …, bus 1 address 2`. */
-function describeDevice(info: UsbDeviceInfo): string {
-  const name = [info.manufacturer, info.product].filter(Boolean).join(" ");
-  return [
-    name || undefined,
-    info.serialNumber !== undefined ? `serial ${info.serialNumber}` : undefined,
-    `bus ${info.busNumber} address ${info.deviceAddress}`,
-  ].filter(Boolean).join(", ");
-}
-
 /** `ffi=[…] read=[] net=false …`, exactly what the work loop's Worker was given. */
 function describePermissions(permissions: WorkerPermissions): string {
   return Object.entries(permissions).map(([key, value]) => `${key}=${JSON.stringify(value)}`)
@@ -153,25 +135,12 @@ async function spawnProducer(
   return { worker, report: report.promise };
 }
 
-/** Finds the adapter; throws a readable error when libusb does not see it. */
-function findAdapter(path: string, args: LoggerArgs): UsbDeviceInfo {
-  using usb = Libusb.open({ path });
-  if (usb.initError) throw new Error(`libusb cannot list devices: ${usb.initError.message}`);
-  const all = usb.devices();
-  const found = all.find((d) => d.vendorId === args.vendorId && d.productId === args.productId);
-  if (found) return found;
-  const seen = all.map((d) => ids(d.vendorId, d.productId)).join(", ") || "none";
-  throw new Error(
-    `no USB device ${ids(args.vendorId, args.productId)} is attached (libusb sees: ${seen})`,
-  );
-}
-
 /** Runs the logger; resolves with the exit code. */
 async function main(args: LoggerArgs): Promise<number> {
   const started = performance.now();
   const path = libusbPath();
-  const adapter = findAdapter(path, args);
-  const label = `USB ${ids(args.vendorId, args.productId)} (${describeDevice(adapter)})`;
+  const adapter = findUsbDevice(path, args.vendorId, args.productId);
+  const label = `USB ${usbIds(args.vendorId, args.productId)} (${describeUsbDevice(adapter)})`;
   console.log(
     `ftdi_logger: device = ${label}; bulk OUT 0x${args.endpoint.toString(16).padStart(2, "0")} ` +
       `through ${path}`,
@@ -179,14 +148,7 @@ async function main(args: LoggerArgs): Promise<number> {
   const permissions = usbWorkerPermissions({ libusbPath: path });
   console.log(`work loop permissions (usbWorkerPermissions): ${describePermissions(permissions)}`);
 
-  const handlerOptions: BulkWriterOptions = {
-    vendorId: args.vendorId,
-    productId: args.productId,
-    ...(adapter.serialNumber !== undefined ? { serialNumber: adapter.serialNumber } : {}),
-    endpoint: args.endpoint,
-    timeout: 2000,
-    libusbPath: path,
-  };
+  const handlerOptions = writerOptions(adapter, args.endpoint, path);
   const errors: string[] = [];
   await using queue = await ThreadedBufferQueue.create({
     bufferQueue: { bufferCount: BUFFER_COUNT, bufferSize: BUFFER_SIZE, contextSize: CONTEXT_SIZE },
