@@ -346,7 +346,7 @@ export class UsbDevice implements Disposable {
    * ```
    */
   clearHalt(endpoint: number): void {
-    const operation = `clearHalt(${typeof endpoint === "number" ? hex(endpoint) : endpoint})`;
+    const operation = operationName("clearHalt", endpoint);
     this.#check(operation);
     checkInteger(endpoint, 0xff, "endpoint", operation);
     this.#checkIdle(endpoint, operation);
@@ -365,7 +365,7 @@ export class UsbDevice implements Disposable {
    * ```
    */
   transferOut(endpoint: number, data: UsbData, options?: TransferOptions): number {
-    const operation = `transferOut(${typeof endpoint === "number" ? hex(endpoint) : endpoint})`;
+    const operation = operationName("transferOut", endpoint);
     this.#check(operation);
     this.#endpoint(endpoint, "out", operation);
     const bytes = bytesOf(data, operation);
@@ -380,8 +380,7 @@ export class UsbDevice implements Disposable {
       transferred,
       timeout,
     );
-    if (code < 0) throw new UsbError(code, { operation, transferred: transferred[0] });
-    return transferred[0];
+    return outResult(code, transferred, operation);
   }
 
   /**
@@ -395,7 +394,7 @@ export class UsbDevice implements Disposable {
    * ```
    */
   transferIn(endpoint: number, length: number, options?: TransferOptions): Uint8Array {
-    const operation = `transferIn(${typeof endpoint === "number" ? hex(endpoint) : endpoint})`;
+    const operation = operationName("transferIn", endpoint);
     this.#check(operation);
     this.#endpoint(endpoint, "in", operation);
     checkInteger(length, MAX_LENGTH, "length", operation);
@@ -411,11 +410,7 @@ export class UsbDevice implements Disposable {
       transferred,
       timeout,
     );
-    const data = buffer.subarray(0, Math.max(0, Math.min(length, transferred[0])));
-    if (code < 0) {
-      throw new UsbError(code, { operation, transferred: data.length, data });
-    }
-    return data;
+    return inResult(code, buffer, transferred, operation);
   }
 
   #queue<T>(endpoint: number, operation: string, run: () => Promise<T>): Promise<T> {
@@ -462,9 +457,7 @@ export class UsbDevice implements Disposable {
     data: UsbData,
     options?: TransferOptions,
   ): Promise<number> {
-    const operation = `transferOutAsync(${
-      typeof endpoint === "number" ? hex(endpoint) : endpoint
-    })`;
+    const operation = operationName("transferOutAsync", endpoint);
     try {
       this.#check(operation);
       this.#endpoint(endpoint, "out", operation);
@@ -480,8 +473,7 @@ export class UsbDevice implements Disposable {
           transferred,
           timeout,
         );
-        if (code < 0) throw new UsbError(code, { operation, transferred: transferred[0] });
-        return transferred[0];
+        return outResult(code, transferred, operation);
       });
     } catch (error) {
       return Promise.reject(error);
@@ -502,7 +494,7 @@ export class UsbDevice implements Disposable {
     length: number,
     options?: TransferOptions,
   ): Promise<Uint8Array> {
-    const operation = `transferInAsync(${typeof endpoint === "number" ? hex(endpoint) : endpoint})`;
+    const operation = operationName("transferInAsync", endpoint);
     try {
       this.#check(operation);
       this.#endpoint(endpoint, "in", operation);
@@ -519,9 +511,7 @@ export class UsbDevice implements Disposable {
           transferred,
           timeout,
         );
-        const data = buffer.subarray(0, Math.max(0, Math.min(length, transferred[0])));
-        if (code < 0) throw new UsbError(code, { operation, transferred: data.length, data });
-        return data;
+        return inResult(code, buffer, transferred, operation);
       });
     } catch (error) {
       return Promise.reject(error);
@@ -653,4 +643,27 @@ export class UsbDevice implements Disposable {
   [Symbol.dispose](): void {
     this.close();
   }
+}
+
+/** `transferOut(0x02)`: how a call names itself in its errors. */
+function operationName(name: string, endpoint: unknown): string {
+  return `${name}(${typeof endpoint === "number" ? hex(endpoint) : endpoint})`;
+}
+
+/** A bulk OUT transfer's outcome: the bytes written, or a `UsbError` that says how many went. */
+function outResult(code: number, transferred: Int32Array, operation: string): number {
+  if (code < 0) throw new UsbError(code, { operation, transferred: transferred[0] });
+  return transferred[0];
+}
+
+/** A bulk IN transfer's outcome: the bytes read, or a `UsbError` carrying the partial data. */
+function inResult(
+  code: number,
+  buffer: Uint8Array,
+  transferred: Int32Array,
+  operation: string,
+): Uint8Array {
+  const data = buffer.subarray(0, Math.max(0, Math.min(buffer.length, transferred[0])));
+  if (code < 0) throw new UsbError(code, { operation, transferred: data.length, data });
+  return data;
 }
