@@ -15,7 +15,7 @@ import { Flag, H } from "./layout.ts";
 import { Pool } from "./pool.ts";
 import { type Command, type Reply, toWire } from "./protocol.ts";
 import { BufferDisposition, Status, type StatusCode, statusOfError } from "./status.ts";
-import { SPIN_ITERATIONS, waitForChange } from "./wait.ts";
+import { waitForChange } from "./wait.ts";
 
 /** Let the Worker's event loop run (timers, messages) at least this often while busy. */
 const YIELD_EVERY_MS = 2;
@@ -207,7 +207,7 @@ async function serve(): Promise<void> {
     }
     // Nothing to do: spin a little, then sleep until someone bumps LOOP_WAKE.
     Atomics.store(words, H.LOOP_SLEEPING, 1);
-    const sleeping = waitForChange(words, H.LOOP_WAKE, seen, undefined, SPIN_ITERATIONS);
+    const sleeping = waitForChange(words, H.LOOP_WAKE, seen);
     if (sleeping) await sleeping;
     Atomics.store(words, H.LOOP_SLEEPING, 0);
     nextYield = performance.now() + YIELD_EVERY_MS;
