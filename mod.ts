@@ -25,11 +25,18 @@
 
 export {
   type BufferQueueConfig,
+  type CloseOptions,
   ThreadedBufferQueue,
   type ThreadedBufferQueueConfig,
   type WorkerPermissions,
 } from "./src/threaded_buffer_queue.ts";
-export { QueueProducer, type QueueShare, type WaitOptions, WorkBuffer } from "./src/producer.ts";
+export {
+  type EnqueueWaitOptions,
+  QueueProducer,
+  type QueueShare,
+  type WaitOptions,
+  WorkBuffer,
+} from "./src/producer.ts";
 export type { QueueStats } from "./src/pool.ts";
 export { QueueError, type QueueErrorCode } from "./src/errors.ts";
 export {

@@ -325,7 +325,8 @@ async function main(args: DemoArgs): Promise<number> {
     const now = performance.now();
     const stats = queue.stats();
     const writes = device.writes(stats);
-    const inPool = stats.free + stats.queued + stats.running + stats.pending + stats.held;
+    const inPool = stats.free + stats.queued + stats.running + stats.pending + stats.held +
+      stats.returning;
     if (inPool !== BUFFER_COUNT) {
       problems.push(`stats account for ${inPool} buffers, not ${BUFFER_COUNT}: ${show(stats)}`);
     }
@@ -335,7 +336,7 @@ async function main(args: DemoArgs): Promise<number> {
         fmt(writes).padStart(7)
       }  ${fmt(rate).padStart(6)}/s  queue depth ${String(queue.count()).padStart(2)}  ` +
         `[free ${stats.free} queued ${stats.queued} running ${stats.running} ` +
-        `pending ${stats.pending} held ${stats.held}]`,
+        `pending ${stats.pending} held ${stats.held} returning ${stats.returning}]`,
     );
     last = { at: now, writes };
   }, PROGRESS_MS);
@@ -356,6 +357,7 @@ async function main(args: DemoArgs): Promise<number> {
   }
   const elapsed = (performance.now() - started) / 1000;
 
+  await queue.onIdle({ signal: AbortSignal.timeout(10_000) });
   const drained = queue.stats();
   await queue.stop();
   const closed = await queue.close();

@@ -183,6 +183,7 @@ async function main(args: LoggerArgs): Promise<number> {
       produceLines(queue, job(0)),
       ...remotes.map((remote) => remote.report),
     ]);
+    await queue.onIdle();
     const drained = queue.stats();
     await queue.stop();
     const closed = await queue.close();
@@ -218,7 +219,10 @@ function summarize(
   }
   if (success !== lines) problems.push(`${lines - success} of ${lines} lines did not succeed`);
   for (const [when, stats] of [["after drain", drained], ["from close()", closed]] as const) {
-    if (stats.free !== BUFFER_COUNT || stats.queued + stats.running + stats.pending + stats.held) {
+    if (
+      stats.free !== BUFFER_COUNT ||
+      stats.queued + stats.running + stats.pending + stats.held + stats.returning
+    ) {
       problems.push(`stats ${when} do not show all ${BUFFER_COUNT} buffers free: ${show(stats)}`);
     }
   }

@@ -4,6 +4,7 @@
  * @module
  */
 
+import { registerErrorClass } from "../src/protocol.ts";
 import { Status, type StatusCode } from "../src/status.ts";
 
 /**
@@ -319,3 +320,6 @@ export function unwrap(
   }
   return value;
 }
+
+// A UsbError thrown in a queue handler reaches the owner as a UsbError, fields intact.
+registerErrorClass("UsbError", UsbError);

@@ -4,6 +4,8 @@
  * @module
  */
 
+import { registerErrorClass } from "../src/protocol.ts";
+
 /**
  * The library could not be found or loaded. `tried` lists every path that was tried, in order.
  *
@@ -219,3 +221,5 @@ export function findLibusb(lookup: LibusbLookup = {}): string {
 export function libusbPath(): string {
   return findLibusb();
 }
+
+registerErrorClass("LibusbNotFoundError", LibusbNotFoundError);

@@ -84,11 +84,87 @@ export interface ThreadedBufferQueueConfig<Options = unknown> {
   readonly permissions?: WorkerPermissions;
   /**
    * Called on this thread for each error a handler throws or an invalid disposition (the item
-   * completes with a failure status either way). Default: `console.error`.
+   * completes with a failure status either way), and once with `QueueError` `WorkerFailed`
+   * (phase `"worker"`) if the Worker dies. An `onError` that throws is logged and ignored.
+   * Default: `console.error`.
    */
   readonly onError?: (error: Error, phase: string) => void;
   /** The Worker's name, for debugging. */
   readonly name?: string;
+  /**
+   * Milliseconds `create` waits for the handler module to load (default 10 000); then it rejects
+   * with `QueueError` `HandlerLoad` and ends the Worker.
+   */
+  readonly loadTimeout?: number;
+  /**
+   * Milliseconds `await using` (`[Symbol.asyncDispose]`) lets a graceful close take before it
+   * forces one (default 5 000): the Worker is terminated and every item completes `Cancelled`.
+   */
+  readonly disposeTimeout?: number;
+}
+
+/** `loadTimeout` when the config has none. */
+export const DEFAULT_LOAD_TIMEOUT_MS = 10_000;
+/** `disposeTimeout` when the config has none. */
+export const DEFAULT_DISPOSE_TIMEOUT_MS = 5_000;
+
+const permissionKeys = ["env", "ffi", "import", "net", "read", "run", "sys", "write"] as const;
+/** Keys whose lists may hold `URL`s (paths) as well as strings. */
+const pathKeys = new Set<string>(["ffi", "read", "run", "write"]);
+
+/** Checks the parts of a config beside the pool sizes; returns the timeouts. */
+export function validateConfig(
+  config: ThreadedBufferQueueConfig,
+): { loadTimeout: number; disposeTimeout: number } {
+  if (config.onError !== undefined && typeof config.onError !== "function") {
+    throw new QueueError(
+      "InvalidConfig",
+      `onError must be a function, not ${typeof config.onError}`,
+    );
+  }
+  validatePermissions(config.permissions);
+  const timeout = (name: "loadTimeout" | "disposeTimeout", fallback: number): number => {
+    const value = config[name] ?? fallback;
+    if (typeof value !== "number" || !(value >= 0) || !Number.isFinite(value)) {
+      throw new QueueError("InvalidConfig", `${name} must be a number of milliseconds ≥ 0`);
+    }
+    return value;
+  };
+  return {
+    loadTimeout: timeout("loadTimeout", DEFAULT_LOAD_TIMEOUT_MS),
+    disposeTimeout: timeout("disposeTimeout", DEFAULT_DISPOSE_TIMEOUT_MS),
+  };
+}
+
+/** Refuses a `permissions` value that Deno would misread or reject with a raw error. */
+function validatePermissions(permissions: unknown): void {
+  if (permissions === undefined || permissions === "inherit" || permissions === "none") return;
+  const refuse = (why: string) =>
+    new QueueError(
+      "InvalidConfig",
+      `permissions ${why}: give "inherit", "none", or an object with the keys ` +
+        `${permissionKeys.join(", ")}, each "inherit", true, false or a list`,
+    );
+  if (typeof permissions !== "object" || permissions === null || Array.isArray(permissions)) {
+    throw refuse(`must not be ${describeValue(permissions)}`);
+  }
+  for (const [key, value] of Object.entries(permissions)) {
+    if (!(permissionKeys as readonly string[]).includes(key)) {
+      throw refuse(`has an unknown key "${key}"`);
+    }
+    if (value === undefined || value === "inherit" || typeof value === "boolean") continue;
+    const entryOk = (entry: unknown) =>
+      typeof entry === "string" || (pathKeys.has(key) && entry instanceof URL);
+    if (!Array.isArray(value) || !value.every(entryOk)) {
+      throw refuse(`.${key} must not be ${describeValue(value)}`);
+    }
+  }
+}
+
+function describeValue(value: unknown): string {
+  if (value === null) return "null";
+  if (Array.isArray(value)) return "a list with entries that are not strings";
+  return typeof value === "string" ? `"${value}"` : `a ${typeof value}`;
 }
 
 /** The pool sizes a valid config asks for. */

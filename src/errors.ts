@@ -19,7 +19,8 @@ import { Status, type StatusCode } from "./status.ts";
  * | `InvalidDisposition` | `work` returned something other than a disposition (reported, item fails) |
  * | `AlreadyRunning` | `start` on a running queue |
  * | `Closed` | the queue is closed or closing |
- * | `WorkerFailed` | the worker thread died |
+ * | `WorkerFailed` | the worker thread died, or was terminated by a forced `close` |
+ * | `LockTimeout` | a call could not get the pool's lock within a bounded time |
  */
 export type QueueErrorCode =
   | "InvalidConfig"
@@ -30,7 +31,8 @@ export type QueueErrorCode =
   | "InvalidDisposition"
   | "AlreadyRunning"
   | "Closed"
-  | "WorkerFailed";
+  | "WorkerFailed"
+  | "LockTimeout";
 
 const statusOfCode: Record<QueueErrorCode, StatusCode> = {
   InvalidConfig: Status.InvalidParameter,
@@ -42,6 +44,7 @@ const statusOfCode: Record<QueueErrorCode, StatusCode> = {
   AlreadyRunning: Status.InvalidDeviceState,
   Closed: Status.InvalidDeviceState,
   WorkerFailed: Status.Unsuccessful,
+  LockTimeout: Status.IoTimeout,
 };
 
 /**

@@ -17,6 +17,9 @@ import type { BufferDisposition, StatusCode } from "./status.ts";
  * export default defineWorkHandlers({
  *   work(item) {
  *     console.log(item.size, item.data.length === item.size, item.context.byteLength);
+ *     // Hand a reply back to an `enqueueAndWait(buffer, { keep: true })` caller:
+ *     item.data.set([0x06]);
+ *     item.size = 1;
  *     return BufferDisposition.WorkComplete;
  *   },
  * });
@@ -27,10 +30,19 @@ export interface WorkItem {
   readonly data: Uint8Array;
   /** The buffer's context bytes (`contextSize` long; may be empty). */
   readonly context: Uint8Array;
-  /** How many bytes of the buffer the producer filled. */
-  readonly size: number;
+  /**
+   * How many bytes of the buffer the producer filled. Settable from 0 to `bufferSize` while the
+   * item runs or pends (a RangeError otherwise); `data` then views that many bytes. With `keep`,
+   * the waiter gets the buffer back with this size.
+   */
+  size: number;
   /** The buffer's slot number in the pool (stable across rounds; handy as a map key). */
   readonly index: number;
+  /**
+   * Aborts when this item's waiter gives up (the signal given to `enqueueAndWait` aborts) or the
+   * queue stops or closes: pass it to transfers so that abandoned work ends early.
+   */
+  readonly signal: AbortSignal;
 }
 
 /**
@@ -67,7 +79,8 @@ export interface WorkContext<Options = unknown> {
   readonly signal: AbortSignal;
   /**
    * Completes an item for which `work` returned `WorkPending`; its waiter resolves with
-   * `status`. Throws a `QueueError` if the item is not pending (already completed, or stale).
+   * `status`. Once the item's status is final (completed, or inside `reuseCleanup`) it throws
+   * `QueueError` `BufferState` and changes nothing.
    */
   workCompleted(item: WorkItem, status?: StatusCode): void;
 }

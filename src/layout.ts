@@ -7,18 +7,19 @@
  *  byte 0                                                     Int32 words
  *  ┌──────────────────────────────────────────────────────────────────────────────┐
  *  │ HEADER  (HEADER_WORDS × int32)                                               │
- *  │   0 MAGIC            4 CONTEXT_SIZE      8 LOCK           12 QUEUE_TAIL      │
- *  │   1 BUFFER_COUNT     5 STRIDE            9 FREE_HEAD      13 RECYCLE_HEAD    │
- *  │   2 MAX_BUFFERS      6 FLAGS            10 FREE_TAIL      14 RECYCLE_TAIL    │
- *  │   3 BUFFER_SIZE      7 ALLOCATED        11 QUEUE_HEAD                        │
- *  │  16..23 slots per state (COUNT_BASE + State): UNALLOCATED FREE QUEUED RUNNING │
- *  │         PENDING HELD RECYCLING PARKED                                         │
- *  │  24.. totals:   COMPLETED CANCELLED FAILED                                   │
- *  │  28.. wake:     LOOP_WAKE LOOP_SLEEPING FREE_WAKE FREE_SLEEPERS              │
+ *  │   0 MAGIC            4 CONTEXT_SIZE      8 LOCK          12 FREE_HEAD        │
+ *  │   1 BUFFER_COUNT     5 STRIDE            9 LOCK_SEQ      13 FREE_TAIL        │
+ *  │   2 MAX_BUFFERS      6 FLAGS            10 NEXT_ID       14 QUEUE_HEAD       │
+ *  │   3 BUFFER_SIZE      7 ALLOCATED        11 (spare)       15 QUEUE_TAIL       │
+ *  │  16 RECYCLE_HEAD    17 RECYCLE_TAIL                                          │
+ *  │  20..29 slots per state (COUNT_BASE + State): UNALLOCATED FREE QUEUED        │
+ *  │         RUNNING PENDING HELD RECYCLING CLEANING PARKED                       │
+ *  │  32.. totals:   COMPLETED CANCELLED FAILED                                   │
+ *  │  36.. wake:     LOOP_WAKE LOOP_SLEEPING FREE_WAKE FREE_SLEEPERS ABORT_WAKE   │
  *  ├──────────────────────────────────────────────────────────────────────────────┤
- *  │ SLOTS   (MAX_BUFFERS × SLOT_WORDS × int32), slot i at word SLOT_BASE + 9i    │
+ *  │ SLOTS   (MAX_BUFFERS × SLOT_WORDS × int32), slot i at word SLOT_BASE + 12i   │
  *  │   +0 STATE  +1 GENERATION  +2 NEXT  +3 PREV  +4 SIZE  +5 STATUS              │
- *  │   +6 DONE   +7 WAITER      +8 EARLY                                          │
+ *  │   +6 DONE   +7 WAITER  +8 COMPLETION  +9 KEEP  +10 ABORTED  +11 (spare)     │
  *  ├──────────────────────────────────────────────────────────────────────────────┤
  *  │ DATA    (MAX_BUFFERS × STRIDE bytes), slot i at dataOffset + i × STRIDE       │
  *  ├──────────────────────────────────────────────────────────────────────────────┤
@@ -27,8 +28,10 @@
  * ```
  *
  * Lists (free, queue, recycle) are doubly linked through NEXT/PREV with {@linkcode NIL} ends.
- * The words from LOCK on change only under the lock, except the wake words and DONE, which are
- * `Atomics` counters that sleepers wait on.
+ * The words from FREE_HEAD on change only under the lock, except the wake words, DONE and
+ * ABORTED, which are `Atomics` words that sleepers wait on or the loop polls. LOCK holds the
+ * holder's thread id, so that a lock whose holder died (a Worker terminated mid-call) can be
+ * recognised and taken over.
  *
  * @module
  */
@@ -50,30 +53,43 @@ export const H = {
   FLAGS: 6,
   /** Slots taken into the pool so far (grows with look-aside up to MAX_BUFFERS). */
   ALLOCATED: 7,
+  /** 0 when free, else the holder's thread id, with {@linkcode LOCK_WAITERS} set when contended. */
   LOCK: 8,
-  FREE_HEAD: 9,
-  FREE_TAIL: 10,
-  QUEUE_HEAD: 11,
-  QUEUE_TAIL: 12,
-  RECYCLE_HEAD: 13,
-  RECYCLE_TAIL: 14,
+  /** Bumped at every acquisition: a waiter that sees neither LOCK nor this move knows the holder stalled. */
+  LOCK_SEQ: 9,
+  /** Hands out thread ids for LOCK (one per `Pool` object). */
+  NEXT_ID: 10,
+  FREE_HEAD: 12,
+  FREE_TAIL: 13,
+  QUEUE_HEAD: 14,
+  QUEUE_TAIL: 15,
+  RECYCLE_HEAD: 16,
+  RECYCLE_TAIL: 17,
   /** Counts of slots in each state, indexed COUNT_BASE + state. */
-  COUNT_BASE: 16,
-  COMPLETED: 24,
-  CANCELLED: 25,
-  FAILED: 26,
+  COUNT_BASE: 20,
+  COMPLETED: 32,
+  CANCELLED: 33,
+  FAILED: 34,
   /** Bumped whenever the work loop has something new to look at. */
-  LOOP_WAKE: 28,
+  LOOP_WAKE: 36,
   /** 1 while the loop sleeps on LOOP_WAKE, so wakers know to notify. */
-  LOOP_SLEEPING: 29,
+  LOOP_SLEEPING: 37,
   /** Bumped whenever a buffer becomes fetchable, or the queue closes. */
-  FREE_WAKE: 30,
+  FREE_WAKE: 38,
   /** How many threads sleep on FREE_WAKE. */
-  FREE_SLEEPERS: 31,
+  FREE_SLEEPERS: 39,
+  /** Bumped when a waiter gives up on a running or pended item (the loop aborts `item.signal`). */
+  ABORT_WAKE: 40,
 } as const;
 
 /** Header size in int32 words. */
-export const HEADER_WORDS = 32;
+export const HEADER_WORDS = 48;
+
+/** The LOCK bit that says threads sleep on the lock. */
+export const LOCK_WAITERS = 1 << 30;
+
+/** The LOCK bits that hold the holder's thread id. */
+export const LOCK_ID_MASK = LOCK_WAITERS - 1;
 
 /** Bits of the FLAGS word. */
 export const Flag = {
@@ -107,18 +123,35 @@ export const S = {
   /** 1 while an `enqueueAndWait` caller has yet to collect the status. */
   WAITER: 7,
   /**
-   * 1 when `workCompleted` arrived while `work` was still running: STATUS holds its status, and
-   * the item completes once `work` returns (the buffer is never freed under a running handler).
+   * How far the round's completion got: {@linkcode Completion}. EARLY means `workCompleted`
+   * arrived while `work` was still running (the buffer is never freed under a running handler).
    */
-  EARLY: 8,
+  COMPLETION: 8,
+  /** 1 when the waiter asked for the buffer back (`keep`): a completed round ends HELD again. */
+  KEEP: 9,
+  /** The GENERATION whose waiter gave up while the item ran or pended (its `item.signal` aborts). */
+  ABORTED: 10,
+} as const;
+
+/** Values of a slot's COMPLETION word. */
+export const Completion = {
+  /** No status yet. */
+  NONE: 0,
+  /** STATUS holds what `workCompleted` gave while `work` still ran; applied when `work` returns. */
+  EARLY: 1,
+  /** STATUS is final for this round, given by its work: a later `workCompleted` is refused. */
+  FINAL: 2,
+  /** STATUS is final for this round: `Cancelled` by flush, abort or close. */
+  CANCELLED: 3,
 } as const;
 
 /** Int32 words per slot. */
-export const SLOT_WORDS = 9;
+export const SLOT_WORDS = 12;
 
 /**
  * Where a slot is. Every allocated slot is in exactly one state; the counts in the header
- * (`COUNT_BASE + state`) always add up to ALLOCATED.
+ * (`COUNT_BASE + state`) always add up to ALLOCATED. The STATE words are the truth: lists and
+ * counts can be rebuilt from them (see `Pool`'s repair after a thread died holding the lock).
  */
 export const State = {
   /** Not yet part of the pool (look-aside room). */
@@ -131,13 +164,18 @@ export const State = {
   RUNNING: 3,
   /** `work` returned WorkPending; waiting for `workCompleted`. */
   PENDING: 4,
-  /** Fetched by a producer, not yet enqueued or reused. */
+  /** Fetched by a producer (or kept for its waiter), not yet enqueued or reused. */
   HELD: 5,
   /** Its round is over; on the recycle list, waiting for `reuseCleanup` in the worker. */
   RECYCLING: 6,
+  /** Its round is over; the worker is running its `reuseCleanup` now. */
+  CLEANING: 7,
   /** Its round is over and cleaned; waiting for its waiter to collect the status. */
-  PARKED: 7,
+  PARKED: 8,
 } as const;
+
+/** How many states there are. */
+export const STATE_COUNT = 9;
 
 /** A slot state, one of {@linkcode State}. */
 export type SlotState = typeof State[keyof typeof State];

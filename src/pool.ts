@@ -1,13 +1,19 @@
 /**
  * The pool: every operation on the shared queue state, each one a short critical section under
- * one lock in the SharedArrayBuffer. Any thread can hold a `Pool` over the same buffer. No method
- * allocates; misuse is detected under the lock before anything changes.
+ * one lock in the SharedArrayBuffer. Any thread can hold a `Pool` over the same buffer. Misuse is
+ * detected under the lock before anything changes, and reported after it is released.
+ *
+ * No call leaves the lock held or waits for it forever (see `lock.ts`): any exception inside a
+ * critical section repairs the state and releases the lock on its way out, and a lock taken over
+ * from a holder that died mid-call is followed by the same repair: the lists and counts are
+ * rebuilt from the slots' STATE words, which are the truth.
  *
  * @module
  */
 
 import { QueueError } from "./errors.ts";
 import {
+  Completion,
   Flag,
   H,
   HEADER_WORDS,
@@ -20,19 +26,40 @@ import {
   SLOT_WORDS,
   type SlotState,
   State,
+  STATE_COUNT,
 } from "./layout.ts";
+import { SharedLock } from "./lock.ts";
 import { isSuccess, Status, type StatusCode } from "./status.ts";
 
 const stateNames = Object.fromEntries(
   Object.entries(State).map(([name, value]) => [value, name.toLowerCase()]),
 ) as Record<SlotState, string>;
 
-/** How many times to retry a contended lock before sleeping on it. */
-const LOCK_SPINS = 200;
+/** Why a call was refused (decided under the lock; the error is made after it). */
+const Problem = { NONE: 0, FOREIGN: 1, STALE: 2, STATE: 3, CLOSED: 4, TWICE: 5, FINAL: 6 } as const;
+type Problem = typeof Problem[keyof typeof Problem];
 
-/** A snapshot of where the buffers are; `free + queued + running + pending + held` is the pool. */
+/** What `completeRunning` tells the loop. */
+export const Completed = {
+  /** The loop's status stands (not an earlier `workCompleted`'s). */
+  FIRST: 1,
+  /** The loop runs `reuseCleanup` now, then calls `settleCleaned`. */
+  CLEAN: 2,
+} as const;
+
+/**
+ * A snapshot of where the buffers are: `free + queued + running + pending + held + returning` is
+ * the pool.
+ *
+ * @example
+ * ```ts
+ * import type { QueueStats } from "../mod.ts";
+ * const poolSize = (s: QueueStats) =>
+ *   s.free + s.queued + s.running + s.pending + s.held + s.returning;
+ * ```
+ */
 export interface QueueStats {
-  /** Buffers back in the pool (including a few whose `reuseCleanup` or waiter is still due). */
+  /** Buffers that `fetch()` can hand out now. */
   readonly free: number;
   /** Items enqueued and not yet taken by the loop. */
   readonly queued: number;
@@ -40,8 +67,13 @@ export interface QueueStats {
   readonly running: number;
   /** Items whose `work` returned `WorkPending` and that are not completed yet. */
   readonly pending: number;
-  /** Buffers fetched by producers and not yet enqueued or reused. */
+  /** Buffers fetched by producers (or kept for them) and not yet enqueued or reused. */
   readonly held: number;
+  /**
+   * Buffers whose round ended but that are not fetchable yet: their `reuseCleanup` is due or
+   * running, or their `enqueueAndWait` caller has not collected the status.
+   */
+  readonly returning: number;
   /** Items that ended with a success status. */
   readonly completed: number;
   /** Items that ended with `Status.Cancelled` (flushed, aborted, closed, or so completed). */
@@ -60,26 +92,50 @@ export class Pool {
   readonly regions: Regions;
   readonly #words: Int32Array;
   readonly #bytes: Uint8Array;
+  /** The lock every operation takes (one holder id per Pool object, so per thread). */
+  readonly #lock: SharedLock;
   /** Scratch list of slots whose waiters must be woken after unlock (never reallocated). */
   readonly #wakeList: Int32Array;
   #wakeCount = 0;
+  #loopDue = false;
+  #freeDue = false;
+  #abortDue = false;
+  /** The state was repaired: wake every sleeper after unlock. */
+  #repaired = false;
+  /** What the last refused call ran into. */
+  #problemState: number = State.UNALLOCATED;
 
   private constructor(buffer: SharedArrayBuffer) {
     this.buffer = buffer;
+    const foreign = (why: string) =>
+      new QueueError("ForeignBuffer", `not a tbq queue: the shared buffer ${why}`);
+    if (buffer.byteLength < HEADER_WORDS * 4) throw foreign("is too short for a tbq header");
     this.#words = new Int32Array(buffer);
     this.#bytes = new Uint8Array(buffer);
     const w = this.#words;
-    if (buffer.byteLength < HEADER_WORDS * 4 || w[H.MAGIC] !== MAGIC) {
-      throw new QueueError("ForeignBuffer", "not a tbq queue: the shared buffer has no tbq header");
-    }
+    if (w[H.MAGIC] !== MAGIC) throw foreign("has no tbq header");
     this.sizes = {
       bufferCount: w[H.BUFFER_COUNT],
       maxBuffers: w[H.MAX_BUFFERS],
       bufferSize: w[H.BUFFER_SIZE],
       contextSize: w[H.CONTEXT_SIZE],
     };
+    const { bufferCount, maxBuffers, bufferSize, contextSize } = this.sizes;
+    if (bufferCount < 0 || maxBuffers < bufferCount || bufferSize < 0 || contextSize < 0) {
+      throw foreign(`has impossible sizes in its header: ${JSON.stringify(this.sizes)}`);
+    }
     this.regions = regions(this.sizes);
-    this.#wakeList = new Int32Array(Math.max(1, this.sizes.maxBuffers));
+    const allocated = w[H.ALLOCATED];
+    if (
+      this.regions.byteLength > buffer.byteLength || w[H.STRIDE] !== this.regions.stride ||
+      allocated < 0 || allocated > maxBuffers
+    ) {
+      throw foreign(
+        `does not match its header (${buffer.byteLength} bytes for ${JSON.stringify(this.sizes)})`,
+      );
+    }
+    this.#wakeList = new Int32Array(Math.max(1, maxBuffers));
+    this.#lock = new SharedLock(w, () => this.#repair());
   }
 
   /** Allocates and initialises a pool with `bufferCount` free buffers. */
@@ -94,19 +150,23 @@ export class Pool {
     w[H.CONTEXT_SIZE] = sizes.contextSize;
     w[H.STRIDE] = layout.stride;
     w[H.FLAGS] = lookAside ? Flag.LOOK_ASIDE : 0;
-    for (const head of [H.FREE_HEAD, H.FREE_TAIL, H.QUEUE_HEAD, H.QUEUE_TAIL]) w[head] = NIL;
+    for (const end of [H.FREE_HEAD, H.FREE_TAIL, H.QUEUE_HEAD, H.QUEUE_TAIL]) w[end] = NIL;
     w[H.RECYCLE_HEAD] = w[H.RECYCLE_TAIL] = NIL;
     for (let slot = 0; slot < sizes.maxBuffers; slot++) {
       const base = HEADER_WORDS + slot * SLOT_WORDS;
       w[base + S.NEXT] = w[base + S.PREV] = NIL;
-      w[base + S.DONE] = -1;
+      w[base + S.DONE] = w[base + S.ABORTED] = -1;
     }
     const pool = new Pool(buffer);
     for (let slot = 0; slot < sizes.bufferCount; slot++) pool.#allocate(slot, State.FREE);
     return pool;
   }
 
-  /** A pool over a buffer made by {@linkcode Pool.create}, possibly on another thread. */
+  /**
+   * A pool over a buffer made by {@linkcode Pool.create}, possibly on another thread. Checks the
+   * header (magic word; sizes non-negative and fitting the buffer) and throws `QueueError`
+   * `ForeignBuffer` otherwise.
+   */
   static attach(buffer: SharedArrayBuffer): Pool {
     if (!(buffer instanceof SharedArrayBuffer)) {
       throw new QueueError("ForeignBuffer", "attach needs the value returned by share()");
@@ -143,6 +203,16 @@ export class Pool {
     return Atomics.load(this.#words, this.#at(slot, S.SIZE));
   }
 
+  /** True when the waiter of round `generation` gave up while the item ran or pended. */
+  abandoned(slot: number, generation: number): boolean {
+    return Atomics.load(this.#words, this.#at(slot, S.ABORTED)) === generation;
+  }
+
+  /** True while round `generation` of the slot is held by a producer (fetched, or kept). */
+  isHeld(slot: number, generation: number): boolean {
+    return this.generation(slot) === generation && this.state(slot) === State.HELD;
+  }
+
   /** Tests a flag bit. */
   hasFlag(flag: number): boolean {
     return (Atomics.load(this.#words, H.FLAGS) & flag) !== 0;
@@ -165,21 +235,30 @@ export class Pool {
 
   /** A consistent snapshot of the counts. */
   stats(): QueueStats {
-    this.#lock();
-    const w = this.#words;
-    const c = (state: SlotState) => w[H.COUNT_BASE + state];
-    const stats: QueueStats = {
-      free: c(State.FREE) + c(State.RECYCLING) + c(State.PARKED),
-      queued: c(State.QUEUED),
-      running: c(State.RUNNING),
-      pending: c(State.PENDING),
-      held: c(State.HELD),
-      completed: w[H.COMPLETED],
-      cancelled: w[H.CANCELLED],
-      failed: w[H.FAILED],
-    };
-    this.#unlock();
-    return stats;
+    this.#enter();
+    try {
+      const w = this.#words;
+      const c = (state: SlotState) => w[H.COUNT_BASE + state];
+      return {
+        free: c(State.FREE),
+        queued: c(State.QUEUED),
+        running: c(State.RUNNING),
+        pending: c(State.PENDING),
+        held: c(State.HELD),
+        returning: c(State.RECYCLING) + c(State.CLEANING) + c(State.PARKED),
+        completed: w[H.COMPLETED],
+        cancelled: w[H.CANCELLED],
+        failed: w[H.FAILED],
+      };
+    } finally {
+      this.#exit();
+    }
+  }
+
+  /** True when nothing is queued, running, pending or returning. */
+  idle(): boolean {
+    const s = this.stats();
+    return s.queued + s.running + s.pending + s.returning === 0;
   }
 
   /** Buffers in the pool now (grows with look-aside). */
@@ -205,25 +284,33 @@ export class Pool {
     ) {
       return -1;
     }
-    this.#lock();
-    if (w[H.FLAGS] & Flag.CLOSING) {
-      this.#unlock();
-      throw this.#closedError();
+    let slot: number = NIL;
+    let closed = false;
+    this.#enter();
+    try {
+      if (w[H.FLAGS] & Flag.CLOSING) {
+        closed = true;
+      } else if (w[H.FREE_HEAD] !== NIL) {
+        slot = w[H.FREE_HEAD];
+        this.#unlink(slot, H.FREE_HEAD, H.FREE_TAIL);
+        this.#setState(slot, State.HELD);
+      } else if ((w[H.FLAGS] & Flag.LOOK_ASIDE) && w[H.ALLOCATED] < w[H.MAX_BUFFERS]) {
+        slot = w[H.ALLOCATED];
+        this.#allocate(slot, State.HELD);
+      }
+      if (slot !== NIL) {
+        w[this.#at(slot, S.SIZE)] = this.sizes.bufferSize;
+        w[this.#at(slot, S.WAITER)] = w[this.#at(slot, S.KEEP)] = 0;
+        w[this.#at(slot, S.COMPLETION)] = Completion.NONE;
+      }
+    } catch (error) {
+      this.#repairAfter();
+      throw error;
+    } finally {
+      this.#exit();
     }
-    let slot = w[H.FREE_HEAD];
-    if (slot !== NIL) {
-      this.#unlink(slot, H.FREE_HEAD, H.FREE_TAIL);
-      this.#setState(slot, State.HELD);
-    } else if ((w[H.FLAGS] & Flag.LOOK_ASIDE) && w[H.ALLOCATED] < w[H.MAX_BUFFERS]) {
-      slot = w[H.ALLOCATED];
-      this.#allocate(slot, State.HELD);
-    } else {
-      this.#unlock();
-      return -1;
-    }
-    w[this.#at(slot, S.SIZE)] = this.sizes.bufferSize;
-    w[this.#at(slot, S.WAITER)] = 0;
-    this.#unlock();
+    if (closed) throw closedError();
+    if (slot === NIL) return -1;
     // The slot is ours alone now: clear it outside the lock.
     const dataStart = this.regions.dataOffset + slot * this.regions.stride;
     this.#bytes.fill(0, dataStart, dataStart + this.sizes.bufferSize);
@@ -232,122 +319,156 @@ export class Pool {
     return slot;
   }
 
-  /** Sets the size of a held buffer. */
-  setSize(slot: number, generation: number, size: number): void {
+  /**
+   * Sets the size of a buffer: a held one (its producer), or with `working` a running or pended
+   * one (its handler, e.g. to hand a reply back with `keep`).
+   */
+  setSize(slot: number, generation: number, size: number, working = false): void {
     if (!Number.isInteger(size) || size < 0 || size > this.sizes.bufferSize) {
       throw new RangeError(
         `size must be an integer from 0 to ${this.sizes.bufferSize}, not ${size}`,
       );
     }
-    this.#lock();
-    const problem = this.#check(slot, generation, State.HELD, "set the size of");
-    if (!problem) this.#words[this.#at(slot, S.SIZE)] = size;
-    this.#unlock();
-    if (problem) throw problem;
+    let problem: Problem = Problem.NONE;
+    this.#enter();
+    try {
+      problem = working
+        ? this.#check(slot, generation, State.RUNNING, State.PENDING)
+        : this.#check(slot, generation, State.HELD);
+      if (!problem) this.#words[this.#at(slot, S.SIZE)] = size;
+    } finally {
+      this.#exit();
+    }
+    if (problem) throw this.#refusal(problem, "set the size of", working ? "running" : "held");
   }
 
   /** Puts a held buffer on the queue (tail, or head) and wakes the loop. */
-  enqueue(slot: number, generation: number, atHead: boolean, waiter: boolean): void {
-    this.#lock();
-    const problem = this.#closing() ?? this.#check(slot, generation, State.HELD, "enqueue");
-    if (!problem) {
-      const w = this.#words;
-      w[this.#at(slot, S.WAITER)] = waiter ? 1 : 0;
-      if (atHead) this.#pushHead(slot, H.QUEUE_HEAD, H.QUEUE_TAIL);
-      else this.#pushTail(slot, H.QUEUE_HEAD, H.QUEUE_TAIL);
-      this.#setState(slot, State.QUEUED);
+  enqueue(slot: number, generation: number, atHead: boolean, waiter: boolean, keep = false): void {
+    let problem: Problem = Problem.NONE;
+    this.#enter();
+    try {
+      problem = this.#closing() || this.#check(slot, generation, State.HELD);
+      if (!problem) {
+        const w = this.#words;
+        w[this.#at(slot, S.WAITER)] = waiter ? 1 : 0;
+        w[this.#at(slot, S.KEEP)] = waiter && keep ? 1 : 0;
+        w[this.#at(slot, S.COMPLETION)] = Completion.NONE;
+        // A kept buffer goes round again with the same generation: its last DONE is history.
+        Atomics.store(w, this.#at(slot, S.DONE), (generation - 1) | 0);
+        if (atHead) this.#pushHead(slot, H.QUEUE_HEAD, H.QUEUE_TAIL);
+        else this.#pushTail(slot, H.QUEUE_HEAD, H.QUEUE_TAIL);
+        this.#setState(slot, State.QUEUED);
+      }
+    } catch (error) {
+      this.#repairAfter();
+      throw error;
+    } finally {
+      this.#exit();
     }
-    this.#unlock();
-    if (problem) throw problem;
+    if (problem) throw this.#refusal(problem, "enqueue", "held");
     this.wakeLoop();
   }
 
-  /** Returns a held buffer to the pool without work. */
-  reuse(slot: number, generation: number): void {
-    this.#lock();
-    const problem = this.#closing() ?? this.#check(slot, generation, State.HELD, "reuse");
-    if (!problem) this.#endRound(slot, false);
-    this.#unlock();
-    if (problem) throw problem;
-    this.#afterUnlock();
-  }
-
-  /** Ends a held buffer's round as a cancelled item (an `enqueueAndWait` whose signal was aborted). */
-  cancelHeld(slot: number, generation: number): void {
-    this.#lock();
-    const problem = this.#closing() ?? this.#check(slot, generation, State.HELD, "enqueue");
-    if (!problem) {
-      this.#tally(Status.Cancelled);
-      this.#endRound(slot, false);
+  /** Returns a held buffer to the pool without work (`cancelled`: as a cancelled item). */
+  reuse(slot: number, generation: number, cancelled = false): void {
+    let problem: Problem = Problem.NONE;
+    this.#enter();
+    try {
+      problem = this.#closing() || this.#check(slot, generation, State.HELD);
+      if (!problem) {
+        if (cancelled) this.#tally(Status.Cancelled);
+        this.#words[this.#at(slot, S.WAITER)] = 0;
+        this.#endRound(slot);
+      }
+    } catch (error) {
+      this.#repairAfter();
+      throw error;
+    } finally {
+      this.#exit();
     }
-    this.#unlock();
-    if (problem) throw problem;
-    this.#afterUnlock();
+    if (problem) throw this.#refusal(problem, cancelled ? "enqueue" : "reuse", "held");
   }
 
   /**
    * Completes a pended item with `status` (DMF's WorkCompleted). An item whose `work` is still
    * running is marked instead, and completes once `work` returns: its buffer never returns to the
-   * pool under a running handler.
+   * pool under a running handler. Once the round's status is final, it is refused.
    */
   workCompleted(slot: number, generation: number, status: StatusCode): void {
-    this.#lock();
-    const w = this.#words;
-    let problem = this.#check(slot, generation, -1, "complete");
-    const state = w[this.#at(slot, S.STATE)];
-    const early = this.#at(slot, S.EARLY);
-    if (!problem && state === State.PENDING) {
-      this.#finish(slot, status | 0, false);
-    } else if (!problem && state === State.RUNNING && !w[early]) {
-      w[this.#at(slot, S.STATUS)] = status | 0;
-      w[early] = 1;
-    } else {
-      problem ??= new QueueError(
-        "BufferState",
-        state === State.RUNNING
-          ? "cannot complete an item twice"
-          : `cannot complete an item that is ${stateNames[state as SlotState]}: ` +
-            "workCompleted is for items whose work returned WorkPending",
-      );
+    let problem: Problem = Problem.NONE;
+    this.#enter();
+    try {
+      const w = this.#words;
+      const completion = this.#at(slot, S.COMPLETION);
+      problem = this.#check(slot, generation, State.RUNNING, State.PENDING);
+      // The round's status was final (it may have gone free since, but not round again).
+      const current = w[this.#at(slot, S.GENERATION)];
+      const sameRound = current === generation ||
+        (current === ((generation + 1) | 0) && w[this.#at(slot, S.STATE)] === State.FREE);
+      if (
+        problem && problem !== Problem.FOREIGN && sameRound && w[completion] === Completion.FINAL
+      ) {
+        problem = Problem.FINAL;
+      }
+      if (!problem) {
+        if (w[this.#at(slot, S.STATE)] === State.PENDING) {
+          this.#finish(slot, status | 0, true, false);
+        } else if (w[completion] === Completion.EARLY) {
+          problem = Problem.TWICE;
+        } else {
+          w[this.#at(slot, S.STATUS)] = status | 0;
+          w[completion] = Completion.EARLY;
+        }
+      }
+    } catch (error) {
+      this.#repairAfter();
+      throw error;
+    } finally {
+      this.#exit();
     }
-    this.#unlock();
-    if (problem) throw problem;
-    this.#afterUnlock();
+    if (problem) throw this.#refusal(problem, "complete", "running or pending");
   }
 
   /**
-   * The loop's own completion: `work` returned WorkComplete (with `cleaned`, its `reuseCleanup`
-   * already ran inline). Returns false if `workCompleted` had completed it already (then the
-   * first status stands).
+   * The loop's own completion: `work` returned WorkComplete. Returns {@linkcode Completed} bits:
+   * FIRST unless `workCompleted` had completed it already (then the first status stands), CLEAN
+   * when the loop must run `reuseCleanup` now and then call {@linkcode settleCleaned}.
    */
-  finishRunning(slot: number, generation: number, status: StatusCode, cleaned: boolean): boolean {
-    this.#lock();
-    const w = this.#words;
-    let first = true;
-    if (this.#isRound(slot, generation, State.RUNNING)) {
-      first = !w[this.#at(slot, S.EARLY)];
-      this.#finish(slot, first ? status | 0 : w[this.#at(slot, S.STATUS)], cleaned);
+  completeRunning(slot: number, generation: number, status: StatusCode): number {
+    let result = 0;
+    this.#enter();
+    try {
+      const w = this.#words;
+      if (this.#isRound(slot, generation, State.RUNNING)) {
+        const early = w[this.#at(slot, S.COMPLETION)] === Completion.EARLY;
+        result = (early ? 0 : Completed.FIRST) |
+          this.#finish(slot, early ? w[this.#at(slot, S.STATUS)] : status | 0, true, true);
+      } else {
+        result = Completed.FIRST;
+      }
+    } catch (error) {
+      this.#repairAfter();
+      throw error;
+    } finally {
+      this.#exit();
     }
-    this.#unlock();
-    this.#afterUnlock();
-    return first;
+    return result;
   }
 
   /** Cancels every queued item: waiters get `Status.Cancelled`; buffers return to the pool. */
   flush(): number {
-    this.#lock();
-    const flushed = this.#cancelQueued();
-    this.#unlock();
-    this.#afterUnlock();
-    return flushed;
+    this.#enter();
+    try {
+      return this.#cancelQueued();
+    } catch (error) {
+      this.#repairAfter();
+      throw error;
+    } finally {
+      this.#exit();
+    }
   }
 
-  /** True once the status of the slot's round `generation` is final. */
-  isDone(slot: number, generation: number): boolean {
-    return Atomics.load(this.#words, this.#at(slot, S.DONE)) === generation;
-  }
-
-  /** What a waiter sleeps on: the DONE word index and its value now. */
+  /** What a waiter sleeps on: the DONE word's index. */
   doneWord(slot: number): number {
     return this.#at(slot, S.DONE);
   }
@@ -358,46 +479,67 @@ export class Pool {
   }
 
   /**
-   * The waiter of round `generation` takes its status; the buffer, if parked for it, goes free.
-   * Call only once `isDone` is true.
+   * The waiter of round `generation` takes its status; the buffer, if parked for it, goes free,
+   * or (kept) back to the waiter, held. Call only once DONE equals `generation`.
    */
   collect(slot: number, generation: number): StatusCode {
-    this.#lock();
-    const w = this.#words;
-    const status = w[this.#at(slot, S.STATUS)];
-    if (w[this.#at(slot, S.GENERATION)] === generation && w[this.#at(slot, S.WAITER)]) {
-      w[this.#at(slot, S.WAITER)] = 0;
-      if (w[this.#at(slot, S.STATE)] === State.PARKED) this.#toFree(slot);
+    this.#enter();
+    try {
+      const w = this.#words;
+      const status = w[this.#at(slot, S.STATUS)];
+      if (w[this.#at(slot, S.GENERATION)] === generation && w[this.#at(slot, S.WAITER)]) {
+        w[this.#at(slot, S.WAITER)] = 0;
+        if (w[this.#at(slot, S.STATE)] === State.PARKED) {
+          if (w[this.#at(slot, S.KEEP)] && !(w[H.FLAGS] & Flag.CLOSING)) {
+            w[this.#at(slot, S.KEEP)] = 0;
+            this.#setState(slot, State.HELD);
+            this.#freeDue = true; // not fetchable, but no longer returning: `onIdle` looks again
+          } else {
+            this.#toFree(slot);
+          }
+        }
+      }
+      return status;
+    } catch (error) {
+      this.#repairAfter();
+      throw error;
+    } finally {
+      this.#exit();
     }
-    this.#unlock();
-    this.#afterUnlock();
-    return status;
   }
 
   /**
    * The waiter of round `generation` gives up (its signal aborted). A queued item is removed and
-   * cancelled; a running or pended one goes on without a waiter. Returns true if it was removed.
+   * cancelled; a running or pended one goes on without a waiter, and the loop is told to abort
+   * its `item.signal`. Returns true if it was removed.
    */
   abandon(slot: number, generation: number): boolean {
-    this.#lock();
-    const w = this.#words;
-    let removed = false;
-    if (w[this.#at(slot, S.GENERATION)] === generation && w[this.#at(slot, S.WAITER)]) {
-      w[this.#at(slot, S.WAITER)] = 0;
+    this.#enter();
+    try {
+      const w = this.#words;
+      if (w[this.#at(slot, S.GENERATION)] !== generation || !w[this.#at(slot, S.WAITER)]) {
+        return false;
+      }
+      w[this.#at(slot, S.WAITER)] = w[this.#at(slot, S.KEEP)] = 0;
       const state = w[this.#at(slot, S.STATE)];
       if (state === State.QUEUED) {
         this.#unlink(slot, H.QUEUE_HEAD, H.QUEUE_TAIL);
-        w[this.#at(slot, S.STATUS)] = Status.Cancelled;
-        this.#tally(Status.Cancelled);
-        this.#endRound(slot, false);
-        removed = true;
-      } else if (state === State.PARKED) {
-        this.#toFree(slot);
+        this.#finish(slot, Status.Cancelled, false, false);
+        return true;
       }
+      if (state === State.PARKED) {
+        this.#toFree(slot);
+      } else if (state === State.RUNNING || state === State.PENDING) {
+        Atomics.store(w, this.#at(slot, S.ABORTED), generation);
+        this.#abortDue = true;
+      }
+      return false;
+    } catch (error) {
+      this.#repairAfter();
+      throw error;
+    } finally {
+      this.#exit();
     }
-    this.#unlock();
-    this.#afterUnlock();
-    return removed;
   }
 
   // ── loop side ────────────────────────────────────────────────────────────────────────────
@@ -406,69 +548,139 @@ export class Pool {
   takeNext(): number {
     const w = this.#words;
     if (Atomics.load(w, H.QUEUE_HEAD) === NIL) return -1;
-    this.#lock();
-    const slot = w[H.QUEUE_HEAD];
-    if (slot !== NIL) {
-      this.#unlink(slot, H.QUEUE_HEAD, H.QUEUE_TAIL);
-      this.#setState(slot, State.RUNNING);
+    this.#enter();
+    try {
+      const slot = w[H.QUEUE_HEAD];
+      if (slot !== NIL) {
+        this.#unlink(slot, H.QUEUE_HEAD, H.QUEUE_TAIL);
+        this.#setState(slot, State.RUNNING);
+      }
+      return slot;
+    } catch (error) {
+      this.#repairAfter();
+      throw error;
+    } finally {
+      this.#exit();
     }
-    this.#unlock();
-    return slot;
   }
 
   /** Its work returned WorkPending: the item waits for `workCompleted` (or had it already). */
   pend(slot: number, generation: number): void {
-    this.#lock();
-    const w = this.#words;
-    if (this.#isRound(slot, generation, State.RUNNING)) {
-      if (w[this.#at(slot, S.EARLY)]) this.#finish(slot, w[this.#at(slot, S.STATUS)], false);
-      else this.#setState(slot, State.PENDING);
+    this.#enter();
+    try {
+      const w = this.#words;
+      if (this.#isRound(slot, generation, State.RUNNING)) {
+        if (w[this.#at(slot, S.COMPLETION)] === Completion.EARLY) {
+          this.#finish(slot, w[this.#at(slot, S.STATUS)], true, false);
+        } else {
+          this.#setState(slot, State.PENDING);
+        }
+      }
+    } catch (error) {
+      this.#repairAfter();
+      throw error;
+    } finally {
+      this.#exit();
     }
-    this.#unlock();
-    this.#afterUnlock();
   }
 
-  /** Takes a buffer waiting for `reuseCleanup`, or -1. The slot stays RECYCLING until settled. */
+  /** Takes a buffer waiting for `reuseCleanup` (it becomes CLEANING), or -1. */
   takeRecycled(): number {
     const w = this.#words;
     if (Atomics.load(w, H.RECYCLE_HEAD) === NIL) return -1;
-    this.#lock();
-    const slot = w[H.RECYCLE_HEAD];
-    if (slot !== NIL) this.#unlink(slot, H.RECYCLE_HEAD, H.RECYCLE_TAIL);
-    this.#unlock();
-    return slot;
+    this.#enter();
+    try {
+      const slot = w[H.RECYCLE_HEAD];
+      if (slot !== NIL) {
+        this.#unlink(slot, H.RECYCLE_HEAD, H.RECYCLE_TAIL);
+        this.#setState(slot, State.CLEANING);
+      }
+      return slot;
+    } catch (error) {
+      this.#repairAfter();
+      throw error;
+    } finally {
+      this.#exit();
+    }
   }
 
   /** After `reuseCleanup` ran: the buffer goes free, or parks until its waiter collects. */
-  settleRecycled(slot: number): void {
-    this.#lock();
-    this.#settle(slot);
-    this.#unlock();
-    this.#afterUnlock();
+  settleCleaned(slot: number): void {
+    this.#enter();
+    try {
+      if (this.#words[this.#at(slot, S.STATE)] === State.CLEANING) this.#settle(slot);
+    } catch (error) {
+      this.#repairAfter();
+      throw error;
+    } finally {
+      this.#exit();
+    }
   }
 
   /**
-   * At close, with the loop stopped: cancels queued and pended items and takes back held
-   * buffers. Their buffers go to the recycle list (with a cleanup) or free. Returns how many.
+   * At a normal close, with the loop stopped, in the Worker: cancels queued and pended items and
+   * takes back held buffers, sending them through `reuseCleanup`. Returns how many.
    */
   reclaimAll(): number {
-    this.#lock();
-    const w = this.#words;
-    let reclaimed = this.#cancelQueued();
-    const allocated = w[H.ALLOCATED];
-    for (let slot = 0; slot < allocated; slot++) {
-      const state = w[this.#at(slot, S.STATE)];
-      if (state === State.PENDING || state === State.RUNNING) {
-        this.#finish(slot, Status.Cancelled, false);
-        reclaimed++;
-      } else if (state === State.HELD) {
-        this.#endRound(slot, false);
-        reclaimed++;
+    this.#enter();
+    try {
+      const w = this.#words;
+      let reclaimed = this.#cancelQueued();
+      const allocated = w[H.ALLOCATED];
+      for (let slot = 0; slot < allocated; slot++) {
+        const state = w[this.#at(slot, S.STATE)];
+        if (state === State.PENDING || state === State.RUNNING) {
+          this.#finish(slot, Status.Cancelled, false, false);
+          reclaimed++;
+        } else if (state === State.HELD) {
+          w[this.#at(slot, S.WAITER)] = 0;
+          this.#endRound(slot);
+          reclaimed++;
+        }
       }
+      return reclaimed;
+    } catch (error) {
+      this.#repairAfter();
+      throw error;
+    } finally {
+      this.#exit();
     }
-    this.#unlock();
-    this.#afterUnlock();
-    return reclaimed;
+  }
+
+  /**
+   * The last step of every close (normal, forced, or after the Worker died), on the owner: every
+   * item not yet final completes `Status.Cancelled` (its waiter is woken), every buffer goes free
+   * whatever it was doing (no `reuseCleanup`: the Worker is gone), and CLOSED is set.
+   */
+  closeOut(): void {
+    this.#enter();
+    try {
+      const w = this.#words;
+      w[H.FLAGS] |= Flag.CLOSING | Flag.STOP_REQUESTED;
+      const allocated = w[H.ALLOCATED];
+      for (let slot = 0; slot < allocated; slot++) {
+        const state = w[this.#at(slot, S.STATE)];
+        if (state === State.FREE) continue;
+        const live = state === State.QUEUED || state === State.RUNNING ||
+          state === State.PENDING;
+        if (live && w[this.#at(slot, S.COMPLETION)] < Completion.FINAL) {
+          w[this.#at(slot, S.STATUS)] = Status.Cancelled;
+          w[this.#at(slot, S.COMPLETION)] = Completion.CANCELLED;
+          this.#tally(Status.Cancelled);
+        }
+        const published = w[this.#at(slot, S.DONE)] === w[this.#at(slot, S.GENERATION)];
+        if (w[this.#at(slot, S.WAITER)] && !published) this.#publish(slot);
+        w[this.#at(slot, S.KEEP)] = 0;
+        const at = this.#at(slot, S.GENERATION);
+        Atomics.store(w, at, (w[at] + 1) | 0);
+        Atomics.store(w, this.#at(slot, S.STATE), State.FREE);
+      }
+      this.#rebuild();
+      w[H.FLAGS] |= Flag.CLOSED;
+      this.#repaired = true;
+    } finally {
+      this.#exit();
+    }
   }
 
   // ── waking ───────────────────────────────────────────────────────────────────────────────
@@ -480,12 +692,14 @@ export class Pool {
     if (Atomics.load(w, H.LOOP_SLEEPING) !== 0) Atomics.notify(w, H.LOOP_WAKE);
   }
 
-  /** Wakes everything that sleeps on the pool (used at close). */
+  /** Wakes everything that sleeps on the pool (used at close and after a repair). */
   wakeAll(): void {
     const w = this.#words;
     this.wakeLoop();
     Atomics.add(w, H.FREE_WAKE, 1);
     Atomics.notify(w, H.FREE_WAKE);
+    Atomics.add(w, H.ABORT_WAKE, 1);
+    Atomics.notify(w, H.ABORT_WAKE);
     for (let slot = 0; slot < w[H.MAX_BUFFERS]; slot++) Atomics.notify(w, this.#at(slot, S.DONE));
   }
 
@@ -495,12 +709,8 @@ export class Pool {
     return HEADER_WORDS + slot * SLOT_WORDS + field;
   }
 
-  #closing(): QueueError | undefined {
-    return (this.#words[H.FLAGS] & Flag.CLOSING) ? this.#closedError() : undefined;
-  }
-
-  #closedError(): QueueError {
-    return new QueueError("Closed", "the queue is closed");
+  #closing(): Problem {
+    return (this.#words[H.FLAGS] & Flag.CLOSING) ? Problem.CLOSED : Problem.NONE;
   }
 
   #isRound(slot: number, generation: number, state: number): boolean {
@@ -508,41 +718,65 @@ export class Pool {
     return w[this.#at(slot, S.GENERATION)] === generation && w[this.#at(slot, S.STATE)] === state;
   }
 
-  /** Why `slot`/`generation` is not a buffer in `expected` state (-1: any live state), or nothing. */
-  #check(slot: number, generation: number, expected: number, verb: string): QueueError | undefined {
+  /** Why `slot`/`generation` is not a live buffer in state `a` (or `b`), or NONE. */
+  #check(slot: number, generation: number, a: number, b = a): Problem {
     const w = this.#words;
-    if (!(slot >= 0 && slot < w[H.ALLOCATED])) {
-      return new QueueError("ForeignBuffer", `cannot ${verb} a buffer that is not from this queue`);
-    }
-    const state = w[this.#at(slot, S.STATE)] as SlotState;
+    if (!(Number.isInteger(slot) && slot >= 0 && slot < w[H.ALLOCATED])) return Problem.FOREIGN;
+    const state = w[this.#at(slot, S.STATE)];
+    this.#problemState = state;
     // A round is over once its buffer heads back to the pool, even before the generation moves.
     if (
       w[this.#at(slot, S.GENERATION)] !== generation || state === State.RECYCLING ||
-      state === State.PARKED
+      state === State.CLEANING || state === State.PARKED || state === State.FREE
     ) {
-      return new QueueError(
-        "StaleBuffer",
-        `cannot ${verb} a stale buffer: its round ended (completed, flushed or reused); fetch a new one`,
-      );
+      return Problem.STALE;
     }
-    if (expected >= 0 && state !== expected) {
-      return new QueueError(
-        "BufferState",
-        `cannot ${verb} a buffer that is ${stateNames[state]}; it must be ${
-          stateNames[expected as SlotState]
-        }`,
-      );
+    return state === a || state === b ? Problem.NONE : Problem.STATE;
+  }
+
+  /** The error for a refused call, made outside the lock. */
+  #refusal(problem: Problem, verb: string, expected: string): QueueError {
+    switch (problem) {
+      case Problem.FOREIGN:
+        return new QueueError(
+          "ForeignBuffer",
+          `cannot ${verb} a buffer that is not from this queue`,
+        );
+      case Problem.STALE:
+        return new QueueError(
+          "StaleBuffer",
+          `cannot ${verb} a stale buffer: its round ended (completed, flushed or reused); ` +
+            "fetch a new one",
+        );
+      case Problem.CLOSED:
+        return closedError();
+      case Problem.TWICE:
+        return new QueueError("BufferState", "cannot complete an item twice");
+      case Problem.FINAL:
+        return new QueueError(
+          "BufferState",
+          `cannot ${verb} an item whose status is final: workCompleted is for items that are ` +
+            "running or pending (not from reuseCleanup, not after WorkComplete)",
+        );
+      default:
+        return new QueueError(
+          "BufferState",
+          `cannot ${verb} a buffer that is ${
+            stateNames[this.#problemState as SlotState] ?? "in an unknown state"
+          }; it must be ${expected}`,
+        );
     }
-    return undefined;
   }
 
   /** Empties the queue: every item ends Cancelled. Returns how many. */
   #cancelQueued(): number {
     const w = this.#words;
     let cancelled = 0;
-    for (let slot = w[H.QUEUE_HEAD]; slot !== NIL; slot = w[H.QUEUE_HEAD], cancelled++) {
+    const limit = w[H.ALLOCATED];
+    for (let slot = w[H.QUEUE_HEAD]; slot !== NIL && cancelled < limit; slot = w[H.QUEUE_HEAD]) {
       this.#unlink(slot, H.QUEUE_HEAD, H.QUEUE_TAIL);
-      this.#finish(slot, Status.Cancelled, false);
+      this.#finish(slot, Status.Cancelled, false, false);
+      cancelled++;
     }
     return cancelled;
   }
@@ -570,22 +804,43 @@ export class Pool {
     else w[H.FAILED]++;
   }
 
-  /** The round's status is final: publish it to the waiter, then clean up or settle. */
-  #finish(slot: number, status: number, cleaned: boolean): void {
+  /** Tells the slot's waiter that STATUS is final (it is woken after unlock). */
+  #publish(slot: number): void {
+    const w = this.#words;
+    Atomics.store(w, this.#at(slot, S.DONE), w[this.#at(slot, S.GENERATION)]);
+    this.#wakeList[this.#wakeCount++] = slot;
+  }
+
+  /**
+   * The round's status is final: publish it to the waiter, then keep the buffer for the waiter
+   * (`keep`, completed by work), or send it back (through `reuseCleanup`, inline when `inline`).
+   * Returns `Completed.CLEAN` when the caller must run `reuseCleanup` now.
+   */
+  #finish(slot: number, status: number, byWork: boolean, inline: boolean): number {
     const w = this.#words;
     w[this.#at(slot, S.STATUS)] = status;
-    w[this.#at(slot, S.EARLY)] = 0;
+    w[this.#at(slot, S.COMPLETION)] = byWork ? Completion.FINAL : Completion.CANCELLED;
     this.#tally(status);
-    if (w[this.#at(slot, S.WAITER)]) {
-      Atomics.store(w, this.#at(slot, S.DONE), w[this.#at(slot, S.GENERATION)]);
-      this.#wakeList[this.#wakeCount++] = slot;
+    const waiter = w[this.#at(slot, S.WAITER)];
+    if (waiter && byWork && w[this.#at(slot, S.KEEP)]) {
+      this.#publish(slot);
+      this.#setState(slot, State.PARKED);
+      return 0;
     }
-    this.#endRound(slot, cleaned);
+    w[this.#at(slot, S.KEEP)] = 0;
+    if (inline && (w[H.FLAGS] & Flag.HAS_CLEANUP)) {
+      // Cleaned by the loop right away: the waiter hears once the buffer is fetchable again.
+      this.#setState(slot, State.CLEANING);
+      return Completed.CLEAN;
+    }
+    if (waiter) this.#publish(slot);
+    this.#endRound(slot);
+    return 0;
   }
 
   /** Sends a buffer whose round is over through `reuseCleanup` (if any) on its way back. */
-  #endRound(slot: number, cleaned: boolean): void {
-    if (!cleaned && (this.#words[H.FLAGS] & Flag.HAS_CLEANUP)) {
+  #endRound(slot: number): void {
+    if (this.#words[H.FLAGS] & Flag.HAS_CLEANUP) {
       this.#setState(slot, State.RECYCLING);
       this.#pushTail(slot, H.RECYCLE_HEAD, H.RECYCLE_TAIL);
       this.#loopDue = true;
@@ -594,9 +849,15 @@ export class Pool {
     }
   }
 
+  /** Cleaned (or nothing to clean): parks for the waiter, publishing its status if due. */
   #settle(slot: number): void {
-    if (this.#words[this.#at(slot, S.WAITER)]) this.#setState(slot, State.PARKED);
-    else this.#toFree(slot);
+    const w = this.#words;
+    if (!w[this.#at(slot, S.WAITER)]) {
+      this.#toFree(slot);
+      return;
+    }
+    if (w[this.#at(slot, S.DONE)] !== w[this.#at(slot, S.GENERATION)]) this.#publish(slot);
+    this.#setState(slot, State.PARKED);
   }
 
   #toFree(slot: number): void {
@@ -606,27 +867,6 @@ export class Pool {
     this.#setState(slot, State.FREE);
     this.#pushTail(slot, H.FREE_HEAD, H.FREE_TAIL);
     this.#freeDue = true;
-  }
-
-  #loopDue = false;
-  #freeDue = false;
-
-  /** Wakes whoever the last critical section made runnable. */
-  #afterUnlock(): void {
-    const w = this.#words;
-    for (let i = 0; i < this.#wakeCount; i++) {
-      Atomics.notify(w, this.#at(this.#wakeList[i], S.DONE));
-    }
-    this.#wakeCount = 0;
-    if (this.#freeDue) {
-      this.#freeDue = false;
-      Atomics.add(w, H.FREE_WAKE, 1);
-      if (Atomics.load(w, H.FREE_SLEEPERS) !== 0) Atomics.notify(w, H.FREE_WAKE);
-    }
-    if (this.#loopDue) {
-      this.#loopDue = false;
-      this.wakeLoop();
-    }
   }
 
   #pushTail(slot: number, head: number, tail: number): void {
@@ -660,21 +900,124 @@ export class Pool {
     w[this.#at(slot, S.NEXT)] = w[this.#at(slot, S.PREV)] = NIL;
   }
 
-  /** A futex-style mutex: 0 free, 1 locked, 2 locked with sleepers. */
-  #lock(): void {
-    const w = this.#words;
-    if (Atomics.compareExchange(w, H.LOCK, 0, 1) === 0) return;
-    for (let spin = 0; spin < LOCK_SPINS; spin++) {
-      if (Atomics.load(w, H.LOCK) === 0 && Atomics.compareExchange(w, H.LOCK, 0, 1) === 0) return;
+  // ── repair ───────────────────────────────────────────────────────────────────────────────
+
+  /** An exception escaped a critical section: it may have stopped half-way, so repair. */
+  #repairAfter(): void {
+    try {
+      this.#repair();
+    } catch {
+      // Out of stack even here: the next holder's stale-lock check cannot help (we unlock), but
+      // the next exception or close will repair; nothing better can be done on this stack.
     }
-    while (Atomics.exchange(w, H.LOCK, 2) !== 0) Atomics.wait(w, H.LOCK, 2);
   }
 
-  #unlock(): void {
+  /**
+   * Makes the shared state whole again after a holder stopped half-way (it died holding the
+   * lock, or an exception left its critical section): finishes the step a slot's words show was
+   * under way, then rebuilds lists and counts from the STATE words.
+   */
+  #repair(): void {
     const w = this.#words;
-    if (Atomics.sub(w, H.LOCK, 1) !== 1) {
-      Atomics.store(w, H.LOCK, 0);
-      Atomics.notify(w, H.LOCK, 1);
+    const allocated = Math.min(Math.max(w[H.ALLOCATED], 0), w[H.MAX_BUFFERS]);
+    w[H.ALLOCATED] = allocated;
+    for (let slot = 0; slot < allocated; slot++) {
+      const state = w[this.#at(slot, S.STATE)];
+      const generation = this.#at(slot, S.GENERATION);
+      const done = w[this.#at(slot, S.DONE)] === w[generation];
+      let free = !(state > State.UNALLOCATED && state < STATE_COUNT) ||
+        // Parked for nobody, or freed half-way (its generation moved on already).
+        (state === State.PARKED && (!done || !w[this.#at(slot, S.WAITER)]));
+      if ((state === State.QUEUED || state === State.PENDING) && done) {
+        // Its status was published but the buffer never left: send it back.
+        w[this.#at(slot, S.WAITER)] = 0;
+        if (w[H.FLAGS] & Flag.HAS_CLEANUP) w[this.#at(slot, S.STATE)] = State.RECYCLING;
+        else free = true;
+      }
+      if (free) {
+        w[generation] = (w[generation] + 1) | 0;
+        w[this.#at(slot, S.STATE)] = State.FREE;
+      }
+    }
+    this.#rebuild();
+    this.#repaired = true;
+  }
+
+  /** Rebuilds the lists and counts from the STATE words, keeping the queue's order. */
+  #rebuild(): void {
+    const w = this.#words;
+    const allocated = w[H.ALLOCATED];
+    const relink = (head: number, tail: number, state: number, keepOrder: boolean) => {
+      const order: number[] = [];
+      const seen = new Uint8Array(allocated);
+      if (keepOrder) {
+        for (
+          let slot = w[head];
+          slot >= 0 && slot < allocated && !seen[slot] && w[this.#at(slot, S.STATE)] === state;
+          slot = w[this.#at(slot, S.NEXT)]
+        ) {
+          seen[slot] = 1;
+          order.push(slot);
+        }
+      }
+      for (let slot = 0; slot < allocated; slot++) {
+        if (!seen[slot] && w[this.#at(slot, S.STATE)] === state) order.push(slot);
+      }
+      w[head] = w[tail] = NIL;
+      for (const slot of order) this.#pushTail(slot, head, tail);
+    };
+    relink(H.QUEUE_HEAD, H.QUEUE_TAIL, State.QUEUED, true);
+    relink(H.RECYCLE_HEAD, H.RECYCLE_TAIL, State.RECYCLING, true);
+    relink(H.FREE_HEAD, H.FREE_TAIL, State.FREE, false);
+    for (let state = 0; state < STATE_COUNT; state++) w[H.COUNT_BASE + state] = 0;
+    for (let slot = 0; slot < allocated; slot++) w[H.COUNT_BASE + w[this.#at(slot, S.STATE)]]++;
+    for (let slot = allocated; slot < w[H.MAX_BUFFERS]; slot++) {
+      w[this.#at(slot, S.NEXT)] = w[this.#at(slot, S.PREV)] = NIL;
     }
   }
+
+  /** Takes the lock. */
+  #enter(): void {
+    this.#lock.enter();
+  }
+
+  /** Releases the lock, then wakes whoever the critical section made runnable. */
+  #exit(): void {
+    this.#lock.exit();
+    this.#afterUnlock();
+  }
+
+  /** Wakes whoever the last critical section made runnable. */
+  #afterUnlock(): void {
+    const w = this.#words;
+    if (this.#repaired) {
+      this.#repaired = false;
+      this.#wakeCount = 0;
+      this.#freeDue = this.#loopDue = this.#abortDue = false;
+      this.wakeAll();
+      return;
+    }
+    for (let i = 0; i < this.#wakeCount; i++) {
+      Atomics.notify(w, this.#at(this.#wakeList[i], S.DONE));
+    }
+    this.#wakeCount = 0;
+    if (this.#freeDue) {
+      this.#freeDue = false;
+      Atomics.add(w, H.FREE_WAKE, 1);
+      if (Atomics.load(w, H.FREE_SLEEPERS) !== 0) Atomics.notify(w, H.FREE_WAKE);
+    }
+    if (this.#loopDue) {
+      this.#loopDue = false;
+      this.wakeLoop();
+    }
+    if (this.#abortDue) {
+      this.#abortDue = false;
+      Atomics.add(w, H.ABORT_WAKE, 1);
+      Atomics.notify(w, H.ABORT_WAKE);
+    }
+  }
+}
+
+function closedError(): QueueError {
+  return new QueueError("Closed", "the queue is closed");
 }

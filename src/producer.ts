@@ -30,13 +30,33 @@ export interface QueueShare {
  * Options for the calls that wait.
  *
  * @example
- * ```ts ignore
- * const buffer = await queue.acquire({ signal: AbortSignal.timeout(1000) });
+ * ```ts
+ * import type { WaitOptions } from "../mod.ts";
+ * const options: WaitOptions = { signal: AbortSignal.timeout(1000) };
  * ```
  */
 export interface WaitOptions {
   /** Gives up waiting when it aborts: the call rejects with `signal.reason`. */
   readonly signal?: AbortSignal;
+}
+
+/**
+ * Options for `enqueueAndWait` and `enqueueAtHeadAndWait`.
+ *
+ * @example
+ * ```ts
+ * import type { EnqueueWaitOptions } from "../mod.ts";
+ * // The handler's reply comes back in the same buffer:
+ * const options: EnqueueWaitOptions = { keep: true, signal: AbortSignal.timeout(1000) };
+ * ```
+ */
+export interface EnqueueWaitOptions extends WaitOptions {
+  /**
+   * When the work completes, the buffer comes back to the caller (held, `reuseCleanup` not run)
+   * with the `size` and bytes the handler left, instead of returning to the pool. A flushed,
+   * aborted or closed item's buffer returns to the pool as usual.
+   */
+  readonly keep?: boolean;
 }
 
 let bufferParts: (value: unknown, pool: Pool) => { slot: number; generation: number } | undefined;
@@ -73,7 +93,10 @@ export class WorkBuffer {
     this.context = context;
   }
 
-  /** Bytes the work will see, from 0 to `bufferSize` (default). Other values throw RangeError. */
+  /**
+   * Bytes the work will see, from 0 to `bufferSize` (default). Other values throw RangeError.
+   * After `enqueueAndWait(buffer, { keep: true })`, the size the handler left.
+   */
   get size(): number {
     return this.#pool.size(this.#slot);
   }
@@ -153,19 +176,41 @@ export class QueueProducer {
   /** Like `fetch`, but waits for a free buffer. Rejects with `signal.reason` on abort. */
   async acquire(options?: WaitOptions): Promise<WorkBuffer> {
     const signal = options?.signal;
-    const words = this.#pool.words;
     for (;;) {
       signal?.throwIfAborted();
-      const seen = Atomics.load(words, H.FREE_WAKE);
+      const seen = Atomics.load(this.#pool.words, H.FREE_WAKE);
       const buffer = this.fetch();
       if (buffer) return buffer;
-      Atomics.add(words, H.FREE_SLEEPERS, 1);
-      try {
-        const sleeping = waitForChange(words, H.FREE_WAKE, seen, signal);
-        if (sleeping) await sleeping;
-      } finally {
-        Atomics.sub(words, H.FREE_SLEEPERS, 1);
-      }
+      await this.#sleepUntilFreed(seen, signal);
+    }
+  }
+
+  /**
+   * Resolves once nothing is queued, running, pending or returning: every item enqueued so far
+   * has finished and its buffer is fetchable again (buffers held by producers do not count).
+   * Cancels nothing. Rejects with `signal.reason` on abort, and with `QueueError` `Closed` if the
+   * queue closes first.
+   */
+  async onIdle(options?: WaitOptions): Promise<void> {
+    const signal = options?.signal;
+    for (;;) {
+      signal?.throwIfAborted();
+      this.assertOpen();
+      const seen = Atomics.load(this.#pool.words, H.FREE_WAKE);
+      if (this.#pool.idle()) return;
+      await this.#sleepUntilFreed(seen, signal);
+    }
+  }
+
+  /** Sleeps until a buffer comes back (FREE_WAKE moves past `seen`), or the signal aborts. */
+  async #sleepUntilFreed(seen: number, signal: AbortSignal | undefined): Promise<void> {
+    const words = this.#pool.words;
+    Atomics.add(words, H.FREE_SLEEPERS, 1);
+    try {
+      const sleeping = waitForChange(words, H.FREE_WAKE, seen, signal);
+      if (sleeping) await sleeping;
+    } finally {
+      Atomics.sub(words, H.FREE_SLEEPERS, 1);
     }
   }
 
@@ -184,15 +229,16 @@ export class QueueProducer {
   /**
    * Enqueues at the tail and resolves with the status the work produced (`Status.Cancelled` if
    * flushed or closed first). On abort, rejects with `signal.reason`; an item not yet started is
-   * removed and never runs. Misuse rejects with a `QueueError`.
+   * removed and never runs, a running or pended one's `item.signal` aborts. With `keep`, the
+   * buffer comes back held, holding the handler's reply. Misuse rejects with a `QueueError`.
    */
-  enqueueAndWait(buffer: WorkBuffer, options?: WaitOptions): Promise<StatusCode> {
-    return this.#enqueueAndWait(buffer, false, options?.signal);
+  enqueueAndWait(buffer: WorkBuffer, options?: EnqueueWaitOptions): Promise<StatusCode> {
+    return this.#enqueueAndWait(buffer, false, options);
   }
 
   /** Like `enqueueAndWait`, at the head of the queue. */
-  enqueueAtHeadAndWait(buffer: WorkBuffer, options?: WaitOptions): Promise<StatusCode> {
-    return this.#enqueueAndWait(buffer, true, options?.signal);
+  enqueueAtHeadAndWait(buffer: WorkBuffer, options?: EnqueueWaitOptions): Promise<StatusCode> {
+    return this.#enqueueAndWait(buffer, true, options);
   }
 
   /** Returns a fetched buffer to the pool without work. */
@@ -233,7 +279,12 @@ export class QueueProducer {
 
   /** @internal Throws `QueueError("Closed")` once the queue is closing. */
   protected assertOpen(): void {
-    if (this.#pool.hasFlag(Flag.CLOSING)) throw new QueueError("Closed", "the queue is closed");
+    if (this.#pool.hasFlag(Flag.CLOSING)) throw this.closedError();
+  }
+
+  /** @internal The error calls get once the queue is closing. */
+  protected closedError(): QueueError {
+    return new QueueError("Closed", "the queue is closed");
   }
 
   #own(buffer: WorkBuffer, verb: string): { slot: number; generation: number } {
@@ -251,15 +302,16 @@ export class QueueProducer {
   async #enqueueAndWait(
     buffer: WorkBuffer,
     atHead: boolean,
-    signal: AbortSignal | undefined,
+    options: EnqueueWaitOptions | undefined,
   ): Promise<StatusCode> {
     const { slot, generation } = this.#own(buffer, "enqueue");
     const pool = this.#pool;
+    const signal = options?.signal;
     if (signal?.aborted) {
-      pool.cancelHeld(slot, generation);
+      pool.reuse(slot, generation, true);
       throw signal.reason;
     }
-    pool.enqueue(slot, generation, atHead, true);
+    pool.enqueue(slot, generation, atHead, true, options?.keep === true);
     const words = pool.words;
     const done = pool.doneWord(slot);
     for (;;) {

@@ -7,6 +7,7 @@
 import {
   type BufferQueueConfig,
   type ThreadedBufferQueueConfig,
+  validateConfig,
   validateSizes,
   type WorkerPermissions,
 } from "./config.ts";
@@ -14,7 +15,7 @@ import { QueueError } from "./errors.ts";
 import { Flag } from "./layout.ts";
 import { Pool, type QueueStats } from "./pool.ts";
 import { QueueProducer, type QueueShare } from "./producer.ts";
-import { type Command, fromWire, type Reply } from "./protocol.ts";
+import { type Command, fromWire, isReply, type Reply } from "./protocol.ts";
 
 export type { BufferQueueConfig, ThreadedBufferQueueConfig, WorkerPermissions };
 
@@ -24,6 +25,25 @@ const ownFiles = ["../mod.ts", "./", "../ffi/"].map((path) => new URL(path, impo
 
 /** Distributes `Omit` over the command union. */
 type Request = Command extends infer C ? C extends Command ? Omit<C, "id"> : never : never;
+
+/**
+ * Options for `close`.
+ *
+ * @example
+ * ```ts
+ * import type { CloseOptions } from "../mod.ts";
+ * // Give a hung handler one second, then terminate the Worker:
+ * const options: CloseOptions = { signal: AbortSignal.timeout(1000) };
+ * ```
+ */
+export interface CloseOptions {
+  /**
+   * When it aborts before the close is done, the close is forced: the Worker is terminated at
+   * once, running, pended and queued items complete `Status.Cancelled`, held buffers are taken
+   * back, and no `post` or `reuseCleanup` runs any more.
+   */
+  readonly signal?: AbortSignal;
+}
 
 /**
  * A DMF ThreadedBufferQueue: producers on any thread fetch buffers, fill and enqueue them; one
@@ -49,38 +69,49 @@ type Request = Command extends infer C ? C extends Command ? Omit<C, "id"> : nev
 export class ThreadedBufferQueue extends QueueProducer {
   readonly #pool: Pool;
   readonly #worker: Worker;
+  /** Proves that a message comes from this queue's loop (handlers can post to us too). */
+  readonly #token = crypto.randomUUID();
   readonly #onError: (error: Error, phase: string) => void;
+  readonly #disposeTimeout: number;
   readonly #requests = new Map<number, { resolve(): void; reject(error: Error): void }>();
   #nextRequest = 1;
   #running = false;
+  #created = false;
   /** Serialises start/stop/close so that pre and post always pair. */
   #control: Promise<unknown> = Promise.resolve();
   #closing: Promise<QueueStats> | undefined;
-  #workerFailure: Error | undefined;
+  /** Resolves when a close must not wait for the Worker any longer (forced, or it died). */
+  readonly #cutShort = Promise.withResolvers<void>();
+  /** Why the Worker ended on its own, if it did. */
+  #failure: QueueError | undefined;
+  #ended = false;
 
-  private constructor(pool: Pool, worker: Worker, config: ThreadedBufferQueueConfig) {
+  private constructor(
+    pool: Pool,
+    worker: Worker,
+    config: ThreadedBufferQueueConfig,
+    disposeTimeout: number,
+  ) {
     super(pool);
     this.#pool = pool;
     this.#worker = worker;
+    this.#disposeTimeout = disposeTimeout;
     this.#onError = config.onError ??
       ((error, phase) => console.error(`tbq: ${phase} failed:`, error));
-    worker.onmessage = (event: MessageEvent<Reply>) => this.#receive(event.data);
+    worker.onmessage = (event: MessageEvent<unknown>) => this.#receive(event.data);
     worker.onerror = (event) => {
       event.preventDefault();
-      this.#workerFailed(
-        new QueueError("WorkerFailed", `the queue's worker failed: ${event.message}`, {
-          cause: event.error,
-        }),
-      );
+      this.#workerFailed(`an uncaught error ended it: ${event.message}`, event.error);
     };
     worker.onmessageerror = () =>
-      this.#workerFailed(new QueueError("WorkerFailed", "a message from the worker was lost"));
+      this.#report(new QueueError("WorkerFailed", "a message from the worker was lost"), "worker");
   }
 
   /**
    * Allocates the pool in one SharedArrayBuffer, starts the Worker and loads the handler module.
-   * The loop does not run until `start()`. Rejects with a `QueueError`: `InvalidConfig` for bad
-   * sizes, `HandlerLoad` for a module that fails to load or has no `work`.
+   * The loop does not run until `start()`. Rejects with a `QueueError`: `InvalidConfig` for a bad
+   * config, `HandlerLoad` for a module that fails to load, has no `work`, or is still loading
+   * after `loadTimeout` ms, `WorkerFailed` if the Worker ends while loading it.
    */
   static async create<Options = unknown>(
     config: ThreadedBufferQueueConfig<Options>,
@@ -89,6 +120,7 @@ export class ThreadedBufferQueue extends QueueProducer {
       throw new QueueError("InvalidConfig", "create needs a config object");
     }
     const sizes = validateSizes(config.bufferQueue);
+    const { loadTimeout, disposeTimeout } = validateConfig(config as ThreadedBufferQueueConfig);
     const handlers = resolveHandlers(config.handlers);
     let pool: Pool;
     try {
@@ -97,25 +129,51 @@ export class ThreadedBufferQueue extends QueueProducer {
       throw new QueueError("InvalidConfig", `cannot allocate the pool: ${error}`, { cause: error });
     }
     const worker = spawnWorker(handlers, config.permissions, config.name);
-    const queue = new ThreadedBufferQueue(pool, worker, config as ThreadedBufferQueueConfig);
+    const queue = new ThreadedBufferQueue(
+      pool,
+      worker,
+      config as ThreadedBufferQueueConfig,
+      disposeTimeout,
+    );
+    const loading = queue.#request({
+      type: "init",
+      token: queue.#token,
+      buffer: pool.buffer,
+      handlers: handlers.href,
+      options: config.handlerOptions,
+    });
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const tooSlow = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () =>
+          reject(
+            new QueueError(
+              "HandlerLoad",
+              `the handler module ${handlers.href} did not finish loading within ${loadTimeout} ms ` +
+                "(a top-level await that never settles?); raise loadTimeout if it is just slow",
+            ),
+          ),
+        loadTimeout,
+      );
+    });
     try {
-      await queue.#request({
-        type: "init",
-        buffer: pool.buffer,
-        handlers: handlers.href,
-        options: config.handlerOptions,
-      });
+      await Promise.race([loading, tooSlow]);
     } catch (error) {
-      worker.terminate();
+      loading.catch(() => {});
+      queue.#end();
       throw error;
+    } finally {
+      clearTimeout(timer);
     }
+    queue.#created = true;
     return queue;
   }
 
   /**
    * A producer handle on a shared queue, for another Worker (or thread) than the owner's. It has
    * every producer method: fetch, acquire, enqueue*, enqueue*AndWait, reuse, flush, count,
-   * workCompleted, stats.
+   * workCompleted, stats, onIdle. Throws `QueueError` `ForeignBuffer` for anything but a share
+   * of a tbq queue whose header checks out.
    */
   static attach(share: QueueShare): QueueProducer {
     if (share?.kind !== "tbq" || !(share.buffer instanceof SharedArrayBuffer)) {
@@ -146,6 +204,7 @@ export class ThreadedBufferQueue extends QueueProducer {
       if (this.#running) {
         throw new QueueError("AlreadyRunning", "the queue is already running; stop it first");
       }
+      this.#pool.clearFlag(Flag.STOP_REQUESTED);
       await this.#request({ type: "start" });
       this.#running = true;
     });
@@ -156,6 +215,9 @@ export class ThreadedBufferQueue extends QueueProducer {
    * Queued items stay queued. On a stopped queue, resolves without running `post` again.
    */
   stop(): Promise<void> {
+    // Asked now, not when earlier control calls are done: the loop takes no further item from
+    // here on (a `start` still in line clears it again before it runs `pre`).
+    if (!this.#pool.hasFlag(Flag.CLOSING)) this.#pool.setFlag(Flag.STOP_REQUESTED);
     return this.#serially(async () => {
       this.assertOpen();
       if (!this.#running) return;
@@ -172,35 +234,59 @@ export class ThreadedBufferQueue extends QueueProducer {
   /**
    * Stops the loop (running `post`), cancels queued and pended items (their waiters resolve with
    * `Status.Cancelled`), takes back held buffers, runs their `reuseCleanup`, and ends the Worker.
-   * Afterwards every method throws `QueueError` `Closed`; pending `acquire()` calls reject with
-   * it. Resolves with the final stats (every buffer free). Calling it again returns the same.
+   * When `signal` aborts first, the close is forced instead (see {@linkcode CloseOptions}): a
+   * handler that never returns cannot hold it hostage. Afterwards every method throws
+   * `QueueError` `Closed`; pending `acquire()` and `onIdle()` calls reject with it. Resolves with
+   * the final stats (every buffer free). Every call returns the same promise; a later call's
+   * signal can still force it.
    */
-  close(): Promise<QueueStats> {
+  close(options?: CloseOptions): Promise<QueueStats> {
+    const signal = options?.signal;
+    if (signal?.aborted) this.#cutShort.resolve();
+    else signal?.addEventListener("abort", () => this.#cutShort.resolve(), { once: true });
     return this.#closing ??= this.#close();
   }
 
-  /** Same as `close()`, for `await using`. */
+  /**
+   * `close()`, forced after `disposeTimeout` ms (default 5 000) so that `await using` never hangs
+   * on a handler that does not return.
+   */
   async [Symbol.asyncDispose](): Promise<void> {
-    await this.close();
+    await this.close({ signal: AbortSignal.timeout(this.#disposeTimeout) });
   }
 
+  /** @internal After the Worker died, the error says why. */
+  protected override closedError(): QueueError {
+    return new QueueError("Closed", "the queue is closed", { cause: this.#failure });
+  }
+
+  /** The one close routine: normal, forced (cut short) and after the Worker died. */
   async #close(): Promise<QueueStats> {
     const pool = this.#pool;
     pool.setFlag(Flag.CLOSING | Flag.STOP_REQUESTED);
     pool.wakeAll();
-    await this.#control;
-    if (!this.#workerFailure) {
-      try {
-        await this.#request({ type: "close" });
-      } catch (error) {
-        this.#onError(error as Error, this.#workerFailure ? "worker" : "post");
-      }
+    if (!this.#ended) {
+      const graceful = this.#control.then(() => this.#request({ type: "close" }));
+      const outcome = await Promise.race([
+        graceful.then(() => undefined, (error: Error) => error),
+        this.#cutShort.promise.then(() => undefined),
+      ]);
+      // `post` threw (a Worker that died has been reported already).
+      if (outcome && !this.#failure && !this.#ended) this.#report(outcome, "post");
     }
-    this.#running = false;
-    if (this.#workerFailure) closeWithoutWorker(pool);
-    this.#worker.terminate();
-    this.#rejectRequests(new QueueError("Closed", "the queue is closed"));
+    this.#end();
     return pool.stats();
+  }
+
+  /** Ends the Worker and settles everything it left: the last step of every close. */
+  #end(): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    this.#running = false;
+    this.#worker.terminate();
+    this.#pool.closeOut();
+    this.#rejectRequests(this.#failure ?? new QueueError("Closed", "the queue is closed"));
+    this.#cutShort.resolve();
   }
 
   #serially<T>(action: () => Promise<T>): Promise<T> {
@@ -210,7 +296,7 @@ export class ThreadedBufferQueue extends QueueProducer {
   }
 
   #request(request: Request): Promise<void> {
-    if (this.#workerFailure) return Promise.reject(this.#workerFailure);
+    if (this.#ended) return Promise.reject(this.#failure ?? this.closedError());
     const id = this.#nextRequest++;
     const { promise, resolve, reject } = Promise.withResolvers<void>();
     this.#requests.set(id, { resolve, reject });
@@ -225,16 +311,38 @@ export class ThreadedBufferQueue extends QueueProducer {
     return promise;
   }
 
-  #receive(reply: Reply): void {
-    if (reply.type === "report") {
-      this.#onError(fromWire(reply.error), reply.phase);
+  #receive(message: unknown): void {
+    if (!isReply(message, this.#token)) {
+      this.#report(
+        new Error(
+          "the queue's worker posted a message that is not the loop's (a handler called " +
+            "self.postMessage?); it was ignored",
+        ),
+        "message",
+      );
       return;
     }
-    const request = this.#requests.get(reply.id);
-    if (!request) return;
-    this.#requests.delete(reply.id);
-    if (reply.error) request.reject(fromWire(reply.error));
-    else request.resolve();
+    const reply = message as Reply;
+    if (reply.type === "report") {
+      this.#report(fromWire(reply.error), reply.phase);
+    } else if (reply.type === "dying") {
+      this.#workerFailed(reply.how);
+    } else {
+      const request = this.#requests.get(reply.id);
+      if (!request) return;
+      this.#requests.delete(reply.id);
+      if (reply.error) request.reject(fromWire(reply.error));
+      else request.resolve();
+    }
+  }
+
+  /** Calls `onError`; one that throws is logged, never allowed to take the owner down. */
+  #report(error: Error, phase: string): void {
+    try {
+      this.#onError(error, phase);
+    } catch (thrown) {
+      console.error(`tbq: onError threw while reporting a ${phase} error:`, thrown, error);
+    }
   }
 
   #rejectRequests(error: Error): void {
@@ -242,27 +350,16 @@ export class ThreadedBufferQueue extends QueueProducer {
     this.#requests.clear();
   }
 
-  /** The Worker died: nothing will run again, so close the pool from this side. */
-  #workerFailed(error: QueueError): void {
-    if (this.#workerFailure) return;
-    this.#workerFailure = error;
-    this.#rejectRequests(error);
-    this.#onError(error, "worker");
-    if (!this.#pool.hasFlag(Flag.CLOSING)) {
-      this.#pool.setFlag(Flag.CLOSING | Flag.STOP_REQUESTED);
-      closeWithoutWorker(this.#pool);
-    }
+  /** The Worker ended on its own: nothing will run again, so close from this side at once. */
+  #workerFailed(how: string, cause?: unknown): void {
+    if (this.#failure || this.#ended) return;
+    this.#failure = new QueueError("WorkerFailed", `the queue's worker ended: ${how}`, { cause });
+    if (this.#created) this.#report(this.#failure, "worker");
+    this.#rejectRequests(this.#failure);
+    this.#cutShort.resolve();
+    if (this.#created) this.close().catch(() => {});
+    else this.#end();
   }
-}
-
-/** Closes a pool whose Worker is gone: cancels everything, skips `reuseCleanup`. */
-function closeWithoutWorker(pool: Pool): void {
-  pool.reclaimAll();
-  for (let slot = pool.takeRecycled(); slot >= 0; slot = pool.takeRecycled()) {
-    pool.settleRecycled(slot);
-  }
-  pool.setFlag(Flag.CLOSED);
-  pool.wakeAll();
 }
 
 function resolveHandlers(handlers: string | URL): URL {

@@ -15,7 +15,9 @@ export const SPIN_ITERATIONS: number = (globalThis.navigator?.hardwareConcurrenc
 
 /**
  * Resolves once `words[index]` is no longer `seen` (or a notify arrives). Rejects with
- * `signal.reason` when `signal` aborts first.
+ * `signal.reason` when `signal` aborts first; the abort also notifies the word, so that the
+ * abandoned `Atomics.waitAsync` ends now instead of lingering until the next wake (other
+ * sleepers on the word wake once, look, and sleep again).
  */
 export function waitForChange(
   words: Int32Array,
@@ -32,7 +34,10 @@ export function waitForChange(
   if (!signal) return result.value.then(ignore);
   signal.throwIfAborted();
   const { promise, resolve, reject } = Promise.withResolvers<void>();
-  const onAbort = () => reject(signal.reason);
+  const onAbort = () => {
+    reject(signal.reason);
+    Atomics.notify(words, index);
+  };
   signal.addEventListener("abort", onAbort, { once: true });
   result.value.then(() => {
     signal.removeEventListener("abort", onAbort);

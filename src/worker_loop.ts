@@ -11,9 +11,9 @@
 
 import { QueueError } from "./errors.ts";
 import type { WorkContext, WorkHandlers, WorkItem, WorkResult } from "./handlers.ts";
-import { Flag, H } from "./layout.ts";
-import { Pool } from "./pool.ts";
-import { type Command, type Reply, toWire } from "./protocol.ts";
+import { Flag, H, State } from "./layout.ts";
+import { Completed, Pool } from "./pool.ts";
+import { type Command, describe, type Reply, toWire } from "./protocol.ts";
 import { BufferDisposition, Status, type StatusCode, statusOfError } from "./status.ts";
 import { waitForChange } from "./wait.ts";
 
@@ -23,6 +23,8 @@ const YIELD_EVERY_MS = 2;
 let pool: Pool;
 let handlers: WorkHandlers;
 let options: unknown;
+/** Proves to the owner that a message comes from this loop, not from a handler. */
+let token = "";
 let controller = new AbortController();
 let running = false;
 let closed = false;
@@ -30,22 +32,63 @@ let closed = false;
 let current: Promise<void> | undefined;
 const dataViews: Uint8Array[] = [];
 const contextViews: Uint8Array[] = [];
+/** Running or pended items whose handler asked for `item.signal`. */
+const watched = new Set<LoopItem>();
 
 /** The handler's view of one round of one buffer. */
 class LoopItem implements WorkItem {
-  readonly data: Uint8Array;
   readonly context: Uint8Array;
-  readonly size: number;
   readonly index: number;
   readonly generation: number;
+  #data: Uint8Array;
+  #size: number;
+  #controller: AbortController | undefined;
 
   constructor(slot: number) {
     const whole = dataViews[slot] ??= pool.dataView(slot);
     this.index = slot;
     this.generation = pool.generation(slot);
-    this.size = pool.size(slot);
-    this.data = this.size === whole.length ? whole : whole.subarray(0, this.size);
+    this.#size = pool.size(slot);
+    this.#data = this.#size === whole.length ? whole : whole.subarray(0, this.#size);
     this.context = contextViews[slot] ??= pool.contextView(slot);
+  }
+
+  get data(): Uint8Array {
+    return this.#data;
+  }
+
+  get size(): number {
+    return this.#size;
+  }
+
+  set size(size: number) {
+    pool.setSize(this.index, this.generation, size, true);
+    this.#size = size;
+    this.#data = dataViews[this.index].subarray(0, size);
+  }
+
+  get signal(): AbortSignal {
+    if (!this.#controller) {
+      this.#controller = new AbortController();
+      if (controller.signal.aborted) this.abort(controller.signal.reason);
+      else if (this.live()) {
+        watched.add(this);
+        watchAborts();
+      }
+    }
+    return this.#controller.signal;
+  }
+
+  /** True while the round runs or pends. */
+  live(): boolean {
+    const state = pool.state(this.index);
+    return pool.generation(this.index) === this.generation &&
+      (state === State.RUNNING || state === State.PENDING);
+  }
+
+  abort(reason: unknown): void {
+    watched.delete(this);
+    this.#controller?.abort(reason);
   }
 }
 
@@ -61,19 +104,68 @@ const context: WorkContext = {
       throw new QueueError("ForeignBuffer", "workCompleted needs the item that work received");
     }
     pool.workCompleted(item.index, item.generation, status);
+    watched.delete(item);
   },
 };
 
 function post(reply: Reply): void {
-  self.postMessage(reply);
+  try {
+    self.postMessage(reply);
+  } catch {
+    // Nothing can be cloned wrongly here (wire forms only); a closing channel drops it.
+  }
 }
 
 function report(phase: string, error: unknown): void {
-  post({ type: "report", phase, error: toWire(error) });
+  post({ type: "report", token, phase, error: toWire(error) });
 }
 
 function isThenable(value: unknown): value is PromiseLike<unknown> {
   return typeof (value as { then?: unknown } | null)?.then === "function";
+}
+
+/** The status an error carries; a `status` getter that throws gives Unsuccessful. */
+function statusOf(error: unknown): StatusCode {
+  try {
+    return statusOfError(error);
+  } catch {
+    return Status.Unsuccessful;
+  }
+}
+
+// ── item signals ─────────────────────────────────────────────────────────────────────────
+
+let watchingAborts = false;
+
+/** While some item's signal is watched, sleeps on ABORT_WAKE and aborts abandoned items. */
+function watchAborts(): void {
+  if (watchingAborts || closed) return;
+  const words = pool.words;
+  for (;;) {
+    const seen = Atomics.load(words, H.ABORT_WAKE);
+    for (const item of watched) {
+      if (!item.live()) watched.delete(item);
+      else if (pool.abandoned(item.index, item.generation)) {
+        item.abort(
+          new DOMException("the item's waiter gave up (its signal aborted)", "AbortError"),
+        );
+      }
+    }
+    if (watched.size === 0) return;
+    const sleeping = waitForChange(words, H.ABORT_WAKE, seen, undefined, 0);
+    if (!sleeping) continue;
+    watchingAborts = true;
+    sleeping.then(() => {
+      watchingAborts = false;
+      watchAborts();
+    });
+    return;
+  }
+}
+
+/** The queue stops or closes: every watched item's signal aborts too. */
+function abortItems(reason: unknown): void {
+  for (const item of watched) item.abort(reason);
 }
 
 // ── one item ─────────────────────────────────────────────────────────────────────────────
@@ -84,14 +176,14 @@ function runItem(slot: number): Promise<void> | undefined {
   let result: WorkResult | Promise<WorkResult>;
   try {
     result = handlers.work(item, context);
+    if (isThenable(result)) {
+      return Promise.resolve(result).then(
+        (value) => settle(item, value),
+        (error) => fail(item, error),
+      );
+    }
   } catch (error) {
     return fail(item, error);
-  }
-  if (isThenable(result)) {
-    return Promise.resolve(result).then(
-      (value) => settle(item, value),
-      (error) => fail(item, error),
-    );
   }
   return settle(item, result);
 }
@@ -99,9 +191,13 @@ function runItem(slot: number): Promise<void> | undefined {
 function settle(item: LoopItem, result: WorkResult): Promise<void> | undefined {
   let disposition: unknown = result;
   let status: unknown = Status.Success;
-  if (typeof result === "object" && result !== null) {
-    disposition = result.disposition;
-    status = result.status ?? Status.Success;
+  try {
+    if (typeof result === "object" && result !== null) {
+      disposition = result.disposition;
+      status = result.status ?? Status.Success;
+    }
+  } catch (error) {
+    return fail(item, error);
   }
   if (disposition === BufferDisposition.WorkPending) {
     pool.pend(item.index, item.generation);
@@ -122,29 +218,30 @@ function settle(item: LoopItem, result: WorkResult): Promise<void> | undefined {
 
 function fail(item: LoopItem, error: unknown): Promise<void> | undefined {
   report("work", error);
-  return finish(item, statusOfError(error));
+  return finish(item, statusOf(error));
 }
 
-/** WorkComplete: cleans the buffer here (no hop through the recycle list), then completes. */
+/** WorkComplete: the status is final now; the buffer is cleaned here (no recycle-list hop). */
 function finish(item: LoopItem, status: StatusCode): Promise<void> | undefined {
-  const complete = () => {
-    if (!pool.finishRunning(item.index, item.generation, status, true)) {
-      report(
-        "work",
-        new QueueError(
-          "BufferState",
-          "work returned WorkComplete for an item already completed with workCompleted; " +
-            "the first status stands",
-        ),
-      );
-    }
-  };
+  watched.delete(item);
+  const completed = pool.completeRunning(item.index, item.generation, status);
+  if (!(completed & Completed.FIRST)) {
+    report(
+      "work",
+      new QueueError(
+        "BufferState",
+        "work returned WorkComplete for an item already completed with workCompleted; " +
+          "the first status stands",
+      ),
+    );
+  }
+  if (!(completed & Completed.CLEAN)) return undefined;
   const cleaning = cleanup(item);
   if (!cleaning) {
-    complete();
+    pool.settleCleaned(item.index);
     return undefined;
   }
-  return cleaning.then(complete);
+  return cleaning.then(() => pool.settleCleaned(item.index));
 }
 
 function cleanup(item: WorkItem): Promise<void> | undefined {
@@ -167,10 +264,10 @@ function recycleOne(): Promise<void> | undefined | false {
   const item = new LoopItem(slot);
   const cleaning = cleanup(item);
   if (!cleaning) {
-    pool.settleRecycled(slot);
+    pool.settleCleaned(slot);
     return undefined;
   }
-  return cleaning.then(() => pool.settleRecycled(slot));
+  return cleaning.then(() => pool.settleCleaned(slot));
 }
 
 // ── the loop ─────────────────────────────────────────────────────────────────────────────
@@ -236,6 +333,7 @@ function track(step: Promise<void> | undefined | false): boolean | Promise<boole
 // ── control ──────────────────────────────────────────────────────────────────────────────
 
 async function init(command: Extract<Command, { type: "init" }>): Promise<void> {
+  token = command.token;
   pool = Pool.attach(command.buffer);
   options = command.options;
   let module: { default?: unknown };
@@ -245,7 +343,7 @@ async function init(command: Extract<Command, { type: "init" }>): Promise<void> 
     throw new QueueError(
       "HandlerLoad",
       `the handler module ${command.handlers} failed to load: ${
-        (error as Error)?.message ?? error
+        (error as Error)?.message ?? describe(error)
       }`,
       { cause: error },
     );
@@ -263,46 +361,48 @@ async function init(command: Extract<Command, { type: "init" }>): Promise<void> 
   serve().catch((error) => report("loop", error));
 }
 
+/** Runs `pre`, then lets the loop take items (the owner cleared STOP_REQUESTED first). */
 async function start(): Promise<void> {
   controller = new AbortController();
-  pool.clearFlag(Flag.STOP_REQUESTED);
   await handlers.pre?.(context);
   running = true;
   pool.setFlag(Flag.RUNNING);
   pool.wakeLoop();
 }
 
-/** Called with STOP_REQUESTED already set by the owner: no further item starts. */
-async function stop(): Promise<void> {
+/** With STOP_REQUESTED set by the owner: lets the item in progress finish, then runs `post`. */
+async function stop(
+  reason = new QueueError("Closed", "the queue's loop is stopping"),
+): Promise<void> {
   if (!running) return;
-  controller.abort(new QueueError("Closed", "the queue's loop is stopping"));
+  controller.abort(reason);
+  abortItems(reason);
   await current;
   running = false;
   pool.clearFlag(Flag.RUNNING);
-  try {
-    await handlers.post?.(context);
-  } finally {
-    pool.clearFlag(Flag.STOP_REQUESTED);
-  }
+  await handlers.post?.(context);
 }
 
+/**
+ * The Worker's part of a normal close (the owner set CLOSING and STOP_REQUESTED): stop, cancel
+ * and reclaim everything through `reuseCleanup`. The owner finishes with `Pool.closeOut`.
+ */
 async function close(): Promise<void> {
-  pool.setFlag(Flag.STOP_REQUESTED);
+  const reason = new QueueError("Closed", "the queue is closed");
   let postError: unknown;
   try {
-    await stop();
+    await stop(reason);
   } catch (error) {
     postError = error;
   }
-  controller.abort(new QueueError("Closed", "the queue is closed"));
+  controller.abort(reason);
+  abortItems(reason);
   // From here on only close() touches the pool: serve() finishes its step and leaves.
   closed = true;
   pool.wakeLoop();
   await current;
   pool.reclaimAll();
   for (let cleaning = recycleOne(); cleaning !== false; cleaning = recycleOne()) await cleaning;
-  pool.setFlag(Flag.CLOSED);
-  pool.wakeAll();
   yieldChannel.port1.close();
   if (postError !== undefined) throw postError;
 }
@@ -313,9 +413,9 @@ self.onmessage = async (event: MessageEvent<Command>) => {
   const command = event.data;
   try {
     await (actions[command.type] as (command: Command) => Promise<void>)(command);
-    post({ type: "done", id: command.id });
+    post({ type: "done", token, id: command.id });
   } catch (error) {
-    post({ type: "done", id: command.id, error: toWire(error) });
+    post({ type: "done", token, id: command.id, error: toWire(error) });
   }
 };
 
@@ -329,10 +429,22 @@ self.addEventListener("error", (event) => {
   report("uncaught error in the worker", event.error ?? event.message);
 });
 
-function describe(value: unknown): string {
-  try {
-    return JSON.stringify(value) ?? String(value);
-  } catch {
-    return String(value);
-  }
+// ── the Worker's last word ───────────────────────────────────────────────────────────────
+// A Worker that ends itself tells its parent nothing. The two ways a handler can end it say so
+// first, so that the owner settles everything at once instead of waiting forever.
+
+function lastWord(how: string): void {
+  post({ type: "dying", token, how });
 }
+
+const closeWorker = self.close.bind(self);
+self.close = () => {
+  lastWord("the handler called self.close()");
+  closeWorker();
+};
+
+const exitProcess = Deno.exit;
+Deno.exit = (code?: number): never => {
+  lastWord(`the handler called Deno.exit(${code ?? ""})`);
+  return exitProcess(code);
+};

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { QueueError, Status, ThreadedBufferQueue, type WorkBuffer } from "../mod.ts";
 import { Cmd, P } from "./fixtures/probe.ts";
-import { consistent, item, scripted, settled, within } from "./helpers.ts";
+import { consistent, item, returned, scripted, settled, within } from "./helpers.ts";
 
 const code = (expected: string) => (error: unknown) => {
   assert.ok(error instanceof QueueError, `a QueueError, got ${error}`);
@@ -125,7 +125,8 @@ Deno.test("flush cancels queued items, resolves their waiters and recycles; runn
   assert.equal(await running, Status.Success);
   queue.workCompleted(pended, Status.IoTimeout);
   assert.equal(await pendedWait, Status.IoTimeout);
-  await probe.until(P.CLEANUP, (n) => n === 5);
+  await within(queue.onIdle());
+  assert.equal(probe.get(P.CLEANUP), 5);
   stats = consistent(queue, 6);
   assert.deepEqual([stats.free, stats.completed, stats.failed, stats.cancelled], [6, 1, 1, 3]);
   assert.deepEqual(probe.log(), [1, 2], "flushed items never ran");
@@ -182,6 +183,8 @@ Deno.test("misuse throws a typed error, changes nothing, and leaves the queue us
   const reused = queue.fetch()!;
   queue.reuse(reused);
   const foreign = other.queue.fetch()!;
+  // The reused buffer's reuseCleanup runs in the Worker: let it finish, so nothing moves below.
+  await returned(queue);
   const before = queue.stats();
   const cases: [string, () => unknown, string][] = [
     [
@@ -222,6 +225,7 @@ Deno.test("misuse throws a typed error, changes nothing, and leaves the queue us
     code("ForeignBuffer"),
   );
   queue.reuse(held);
+  await returned(queue);
   assert.deepEqual(queue.stats(), before);
   await queue.start();
   await probe.until(P.WORK, (n) => n === 1);

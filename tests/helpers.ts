@@ -65,7 +65,18 @@ export function item(
 
 /** Buffers the stats account for. */
 export function total(stats: QueueStats): number {
-  return stats.free + stats.queued + stats.running + stats.pending + stats.held;
+  return stats.free + stats.queued + stats.running + stats.pending + stats.held + stats.returning;
+}
+
+/** Waits until no buffer is returning (every `reuseCleanup` due has run), even while stopped. */
+export async function returned(queue: ThreadedBufferQueue): Promise<void> {
+  await within(
+    (async () => {
+      while (queue.stats().returning) await new Promise((resolve) => setTimeout(resolve, 1));
+    })(),
+    5000,
+    "buffers returning to the pool",
+  );
 }
 
 /** Asserts the stats add up to the pool and returns them. */

@@ -131,7 +131,17 @@ Deno.test("close cancels queued and pended waiters, reclaims held buffers, and p
   await assert.rejects(acquiring, (error: unknown) => (error as QueueError).code === "Closed");
   assert.deepEqual(
     { ...stats, completed: 0 },
-    { free: 4, queued: 0, running: 0, pending: 0, held: 0, completed: 0, cancelled: 2, failed: 0 },
+    {
+      free: 4,
+      queued: 0,
+      running: 0,
+      pending: 0,
+      held: 0,
+      returning: 0,
+      completed: 0,
+      cancelled: 2,
+      failed: 0,
+    },
   );
   assert.equal(probe.get(P.POST), 1, "post ran once, at stop, not again at close");
   assert.equal(

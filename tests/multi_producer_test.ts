@@ -3,7 +3,8 @@
  * `share()` / `attach()`; and `close()` while producers in Workers are blocked.
  */
 import assert from "node:assert/strict";
-import { isSuccess, type QueueStats, Status, ThreadedBufferQueue } from "../mod.ts";
+import { total } from "./helpers.ts";
+import { isSuccess, Status, ThreadedBufferQueue } from "../mod.ts";
 import { H } from "../src/layout.ts";
 import type { CloseOutcome } from "./fixtures/stress_close_worker.ts";
 import {
@@ -20,10 +21,6 @@ const producerWorker = new URL("./fixtures/stress_producer_worker.ts", import.me
 const closeWorker = new URL("./fixtures/stress_close_worker.ts", import.meta.url);
 
 const POOL = 4;
-
-function total(stats: QueueStats): number {
-  return stats.free + stats.queued + stats.running + stats.pending + stats.held;
-}
 
 Deno.test("multi-producer: 4 Workers + main thread through a 4-buffer pool lose, duplicate and reorder nothing", async () => {
   const PER_PRODUCER = 1000;
@@ -131,6 +128,7 @@ Deno.test("multi-producer: 4 Workers + main thread through a 4-buffer pool lose,
       running: 0,
       pending: 0,
       held: POOL,
+      returning: 0,
       completed: expectedCompleted,
       cancelled: 0,
       failed: expectedFailed,
@@ -211,6 +209,7 @@ async function closeWhileBlocked(startLoop: boolean): Promise<void> {
       running: 0,
       pending: 0,
       held: 0,
+      returning: 0,
       completed: 0,
       cancelled: POOL,
       failed: 0,

@@ -4,13 +4,8 @@
  * settles once with a legitimate outcome, `reuseCleanup` runs once per round, stats add up.
  */
 import assert from "node:assert/strict";
-import {
-  isSuccess,
-  type QueueStats,
-  Status,
-  ThreadedBufferQueue,
-  type WorkBuffer,
-} from "../mod.ts";
+import { total } from "./helpers.ts";
+import { isSuccess, Status, ThreadedBufferQueue, type WorkBuffer } from "../mod.ts";
 import { fill, L, statusFor } from "./fixtures/stress_common.ts";
 import { until, within } from "./fixtures/stress_util.ts";
 
@@ -37,10 +32,6 @@ interface Round {
   settled: { status?: number; reason?: unknown; times: number };
   /** The abort reason this round's signal used, if any. */
   reason?: unknown;
-}
-
-function total(stats: QueueStats): number {
-  return stats.free + stats.queued + stats.running + stats.pending + stats.held;
 }
 
 /** A tiny deterministic PRNG, so a failure replays with the same seed. */
@@ -282,6 +273,7 @@ async function pendingStress(
       running: 0,
       pending: 0,
       held: pool,
+      returning: 0,
       completed,
       cancelled,
       failed,

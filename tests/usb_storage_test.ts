@@ -425,7 +425,13 @@ function context(options: MassStorageOptions): WorkContext<MassStorageOptions> {
 function item(size: number, lba: number): WorkItem {
   const ctx = new Uint8Array(4);
   setItemLba(ctx, lba);
-  return { data: new Uint8Array(size), context: ctx, size, index: 0 };
+  return {
+    data: new Uint8Array(size),
+    context: ctx,
+    size,
+    index: 0,
+    signal: new AbortController().signal,
+  };
 }
 
 Deno.test("mass storage handlers without a device: fail-start rejects pre; fail-items fails items", async () => {

@@ -85,8 +85,10 @@ Deno.test("WorkPending completed from the owner thread with workCompleted", asyn
   assert.equal(await within(waiting), Status.DeviceNotConnected);
   assert.throws(
     () => queue.workCompleted(buffer, 0),
-    (e: unknown) => (e as QueueError).code === "StaleBuffer",
+    (e: unknown) => (e as QueueError).code === "BufferState",
+    "its status is final",
   );
+  await queue.onIdle();
   consistent(queue, 4);
 });
 

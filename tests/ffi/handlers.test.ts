@@ -30,6 +30,7 @@ const ITEM: WorkItem = {
   context: new Uint8Array(4),
   size: 8,
   index: 0,
+  signal: new AbortController().signal,
 };
 
 const notConnected = (error: unknown): boolean =>
