@@ -10,7 +10,7 @@
  *  │   0 MAGIC            4 CONTEXT_SIZE      8 LOCK          12 FREE_HEAD        │
  *  │   1 BUFFER_COUNT     5 STRIDE            9 LOCK_SEQ      13 FREE_TAIL        │
  *  │   2 MAX_BUFFERS      6 FLAGS            10 NEXT_ID       14 QUEUE_HEAD       │
- *  │   3 BUFFER_SIZE      7 ALLOCATED        11 (spare)       15 QUEUE_TAIL       │
+ *  │   3 BUFFER_SIZE      7 ALLOCATED        11 REPAIR_DUE    15 QUEUE_TAIL       │
  *  │  16 RECYCLE_HEAD    17 RECYCLE_TAIL                                          │
  *  │  20..29 slots per state (COUNT_BASE + State): UNALLOCATED FREE QUEUED        │
  *  │         RUNNING PENDING HELD RECYCLING CLEANING PARKED                       │
@@ -59,6 +59,8 @@ export const H = {
   LOCK_SEQ: 9,
   /** Hands out thread ids for LOCK (one per `Pool` object). */
   NEXT_ID: 10,
+  /** 1 when a critical section stopped half-way and could not repair: the next holder does. */
+  REPAIR_DUE: 11,
   FREE_HEAD: 12,
   FREE_TAIL: 13,
   QUEUE_HEAD: 14,

@@ -28,11 +28,18 @@ export const LOCK_STALE_MS = 250;
 /** No call waits longer than this for the lock. */
 export const LOCK_TIMEOUT_MS = 5000;
 /** Calls deep enough to cover the deepest critical section, made before the lock is taken. */
-const STACK_PROBE_DEPTH = 40;
+const STACK_PROBE_DEPTH = 24;
 
-/** Recurses `depth` calls: throws RangeError (before any lock is taken) when the stack is short. */
+/**
+ * Recurses `depth` calls whose frames are as large as a critical section's: throws RangeError
+ * (before any lock is taken) when the stack is short.
+ */
 function probeStack(depth: number): number {
-  return depth <= 0 ? 0 : probeStack(depth - 1) + 1;
+  if (depth <= 0) return 0;
+  let a = depth, b = a + 1, c = b + 1, d = c + 1, e = d + 1, f = e + 1, g = f + 1, h = g + 1;
+  const below = probeStack(depth - 1);
+  a += below, b += a, c += b, d += c, e += d, f += e, g += f, h += g;
+  return (h & 1) + below;
 }
 
 /** One thread's handle on the lock word of a queue's SharedArrayBuffer. */

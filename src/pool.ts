@@ -656,7 +656,7 @@ export class Pool {
     this.#enter();
     try {
       const w = this.#words;
-      w[H.FLAGS] |= Flag.CLOSING | Flag.STOP_REQUESTED;
+      Atomics.or(w, H.FLAGS, Flag.CLOSING | Flag.STOP_REQUESTED);
       const allocated = w[H.ALLOCATED];
       for (let slot = 0; slot < allocated; slot++) {
         const state = w[this.#at(slot, S.STATE)];
@@ -676,7 +676,7 @@ export class Pool {
         Atomics.store(w, this.#at(slot, S.STATE), State.FREE);
       }
       this.#rebuild();
-      w[H.FLAGS] |= Flag.CLOSED;
+      Atomics.or(w, H.FLAGS, Flag.CLOSED);
       this.#repaired = true;
     } finally {
       this.#exit();
@@ -904,11 +904,13 @@ export class Pool {
 
   /** An exception escaped a critical section: it may have stopped half-way, so repair. */
   #repairAfter(): void {
+    // A plain store first (no call, so it cannot overflow the stack): if the repair below
+    // cannot run here either (out of stack), the next holder of the lock runs it.
+    this.#words[H.REPAIR_DUE] = 1;
     try {
       this.#repair();
     } catch {
-      // Out of stack even here: the next holder's stale-lock check cannot help (we unlock), but
-      // the next exception or close will repair; nothing better can be done on this stack.
+      // Left to the next holder.
     }
   }
 
@@ -940,6 +942,7 @@ export class Pool {
       }
     }
     this.#rebuild();
+    this.#words[H.REPAIR_DUE] = 0;
     this.#repaired = true;
   }
 
@@ -976,9 +979,17 @@ export class Pool {
     }
   }
 
-  /** Takes the lock. */
+  /** Takes the lock (and finishes a repair that an earlier holder could not). */
   #enter(): void {
     this.#lock.enter();
+    if (this.#words[H.REPAIR_DUE]) {
+      try {
+        this.#repair();
+      } catch (error) {
+        this.#exit();
+        throw error;
+      }
+    }
   }
 
   /** Releases the lock, then wakes whoever the critical section made runnable. */

@@ -241,10 +241,17 @@ export class ThreadedBufferQueue extends QueueProducer {
    * signal can still force it.
    */
   close(options?: CloseOptions): Promise<QueueStats> {
+    const closing = this.#closing ??= this.#close();
     const signal = options?.signal;
-    if (signal?.aborted) this.#cutShort.resolve();
-    else signal?.addEventListener("abort", () => this.#cutShort.resolve(), { once: true });
-    return this.#closing ??= this.#close();
+    if (signal?.aborted) {
+      this.#cutShort.resolve();
+    } else if (signal) {
+      const force = () => this.#cutShort.resolve();
+      signal.addEventListener("abort", force, { once: true });
+      const forget = () => signal.removeEventListener("abort", force);
+      closing.then(forget, forget);
+    }
+    return closing;
   }
 
   /**
@@ -252,7 +259,14 @@ export class ThreadedBufferQueue extends QueueProducer {
    * on a handler that does not return.
    */
   async [Symbol.asyncDispose](): Promise<void> {
-    await this.close({ signal: AbortSignal.timeout(this.#disposeTimeout) });
+    // Not AbortSignal.timeout: its timer would keep the process alive after a quick close.
+    const grace = new AbortController();
+    const timer = setTimeout(() => grace.abort(), this.#disposeTimeout);
+    try {
+      await this.close({ signal: grace.signal });
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** @internal After the Worker died, the error says why. */

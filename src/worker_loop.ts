@@ -103,8 +103,14 @@ const context: WorkContext = {
     if (!(item instanceof LoopItem)) {
       throw new QueueError("ForeignBuffer", "workCompleted needs the item that work received");
     }
-    pool.workCompleted(item.index, item.generation, status);
-    watched.delete(item);
+    // Nothing runs after the pool call, so a throw (even a stack overflow) means nothing changed.
+    const wasWatched = watched.delete(item);
+    try {
+      pool.workCompleted(item.index, item.generation, status);
+    } catch (error) {
+      if (wasWatched) watched.add(item);
+      throw error;
+    }
   },
 };
 
