@@ -4,8 +4,10 @@
  *
  * - The word holds the holder's thread id (one per {@linkcode SharedLock}), with
  *   `LOCK_WAITERS` set while others sleep on it; `H.LOCK_SEQ` counts acquisitions.
- * - The stack is probed before the lock is taken, so a call made near the stack limit throws
- *   RangeError before it changes anything.
+ * - The stack is probed before the lock is taken, so that a call made near the stack limit
+ *   throws RangeError before it takes the lock, and one that takes it has the room to release it.
+ *   (No JS probe can promise that the whole critical section fits: V8 sizes and inlines frames as
+ *   it optimizes. An exception inside one is the caller's to repair, see `Pool`.)
  * - A holder that keeps the lock, unchanged, for {@linkcode LOCK_STALE_MS} (a thread terminated
  *   mid-call: critical sections take microseconds) is presumed dead: the lock is taken over and
  *   the owner of the state repairs it (`onTakeover`). A holder that finds its lock taken over
@@ -27,8 +29,8 @@ const LOCK_SLICE_MS = 20;
 export const LOCK_STALE_MS = 250;
 /** No call waits longer than this for the lock. */
 export const LOCK_TIMEOUT_MS = 5000;
-/** Calls deep enough to cover the deepest critical section, made before the lock is taken. */
-const STACK_PROBE_DEPTH = 24;
+/** Calls (with frames as large as the lock's) made before the lock is taken: ~50 ns. */
+const STACK_PROBE_DEPTH = 8;
 
 /**
  * Recurses `depth` calls whose frames are as large as a critical section's: throws RangeError
