@@ -235,8 +235,7 @@ export class Pool {
 
   /** A consistent snapshot of the counts. */
   stats(): QueueStats {
-    this.#enter();
-    try {
+    return this.#locked(() => {
       const w = this.#words;
       const c = (state: SlotState) => w[H.COUNT_BASE + state];
       return {
@@ -250,9 +249,7 @@ export class Pool {
         cancelled: w[H.CANCELLED],
         failed: w[H.FAILED],
       };
-    } finally {
-      this.#exit();
-    }
+    });
   }
 
   /** True when nothing is queued, running, pending or returning. */
@@ -284,32 +281,26 @@ export class Pool {
     ) {
       return -1;
     }
-    let slot: number = NIL;
-    let closed = false;
-    this.#enter();
-    try {
-      if (w[H.FLAGS] & Flag.CLOSING) {
-        closed = true;
-      } else if (w[H.FREE_HEAD] !== NIL) {
+    const closed = -2;
+    const slot = this.#locked(() => {
+      if (w[H.FLAGS] & Flag.CLOSING) return closed;
+      let slot: number = NIL;
+      if (w[H.FREE_HEAD] !== NIL) {
         slot = w[H.FREE_HEAD];
         this.#unlink(slot, H.FREE_HEAD, H.FREE_TAIL);
         this.#setState(slot, State.HELD);
       } else if ((w[H.FLAGS] & Flag.LOOK_ASIDE) && w[H.ALLOCATED] < w[H.MAX_BUFFERS]) {
         slot = w[H.ALLOCATED];
         this.#allocate(slot, State.HELD);
+      } else {
+        return NIL;
       }
-      if (slot !== NIL) {
-        w[this.#at(slot, S.SIZE)] = this.sizes.bufferSize;
-        w[this.#at(slot, S.WAITER)] = w[this.#at(slot, S.KEEP)] = 0;
-        w[this.#at(slot, S.COMPLETION)] = Completion.NONE;
-      }
-    } catch (error) {
-      this.#repairAfter();
-      throw error;
-    } finally {
-      this.#exit();
-    }
-    if (closed) throw closedError();
+      w[this.#at(slot, S.SIZE)] = this.sizes.bufferSize;
+      w[this.#at(slot, S.WAITER)] = w[this.#at(slot, S.KEEP)] = 0;
+      w[this.#at(slot, S.COMPLETION)] = Completion.NONE;
+      return slot;
+    });
+    if (slot === closed) throw closedError();
     if (slot === NIL) return -1;
     // The slot is ours alone now: clear it outside the lock.
     const dataStart = this.regions.dataOffset + slot * this.regions.stride;
@@ -329,25 +320,20 @@ export class Pool {
         `size must be an integer from 0 to ${this.sizes.bufferSize}, not ${size}`,
       );
     }
-    let problem: Problem = Problem.NONE;
-    this.#enter();
-    try {
-      problem = working
+    const problem = this.#locked((): Problem => {
+      const problem = working
         ? this.#check(slot, generation, State.RUNNING, State.PENDING)
         : this.#check(slot, generation, State.HELD);
       if (!problem) this.#words[this.#at(slot, S.SIZE)] = size;
-    } finally {
-      this.#exit();
-    }
+      return problem;
+    });
     if (problem) throw this.#refusal(problem, "set the size of", working ? "running" : "held");
   }
 
   /** Puts a held buffer on the queue (tail, or head) and wakes the loop. */
   enqueue(slot: number, generation: number, atHead: boolean, waiter: boolean, keep = false): void {
-    let problem: Problem = Problem.NONE;
-    this.#enter();
-    try {
-      problem = this.#closing() || this.#check(slot, generation, State.HELD);
+    const problem = this.#locked((): Problem => {
+      const problem = this.#closing() || this.#check(slot, generation, State.HELD);
       if (!problem) {
         const w = this.#words;
         w[this.#at(slot, S.WAITER)] = waiter ? 1 : 0;
@@ -359,33 +345,23 @@ export class Pool {
         else this.#pushTail(slot, H.QUEUE_HEAD, H.QUEUE_TAIL);
         this.#setState(slot, State.QUEUED);
       }
-    } catch (error) {
-      this.#repairAfter();
-      throw error;
-    } finally {
-      this.#exit();
-    }
+      return problem;
+    });
     if (problem) throw this.#refusal(problem, "enqueue", "held");
     this.wakeLoop();
   }
 
   /** Returns a held buffer to the pool without work (`cancelled`: as a cancelled item). */
   reuse(slot: number, generation: number, cancelled = false): void {
-    let problem: Problem = Problem.NONE;
-    this.#enter();
-    try {
-      problem = this.#closing() || this.#check(slot, generation, State.HELD);
+    const problem = this.#locked((): Problem => {
+      const problem = this.#closing() || this.#check(slot, generation, State.HELD);
       if (!problem) {
         if (cancelled) this.#tally(Status.Cancelled);
         this.#words[this.#at(slot, S.WAITER)] = 0;
         this.#endRound(slot);
       }
-    } catch (error) {
-      this.#repairAfter();
-      throw error;
-    } finally {
-      this.#exit();
-    }
+      return problem;
+    });
     if (problem) throw this.#refusal(problem, cancelled ? "enqueue" : "reuse", "held");
   }
 
@@ -395,37 +371,29 @@ export class Pool {
    * pool under a running handler. Once the round's status is final, it is refused.
    */
   workCompleted(slot: number, generation: number, status: StatusCode): void {
-    let problem: Problem = Problem.NONE;
-    this.#enter();
-    try {
+    const problem = this.#locked((): Problem => {
       const w = this.#words;
       const completion = this.#at(slot, S.COMPLETION);
-      problem = this.#check(slot, generation, State.RUNNING, State.PENDING);
+      const problem = this.#check(slot, generation, State.RUNNING, State.PENDING);
       // The round's status was final (it may have gone free since, but not round again).
       const current = w[this.#at(slot, S.GENERATION)];
       const sameRound = current === generation ||
         (current === ((generation + 1) | 0) && w[this.#at(slot, S.STATE)] === State.FREE);
-      if (
-        problem && problem !== Problem.FOREIGN && sameRound && w[completion] === Completion.FINAL
-      ) {
-        problem = Problem.FINAL;
+      if (problem) {
+        const final = problem !== Problem.FOREIGN && sameRound &&
+          w[completion] === Completion.FINAL;
+        return final ? Problem.FINAL : problem;
       }
-      if (!problem) {
-        if (w[this.#at(slot, S.STATE)] === State.PENDING) {
-          this.#finish(slot, status | 0, true, false);
-        } else if (w[completion] === Completion.EARLY) {
-          problem = Problem.TWICE;
-        } else {
-          w[this.#at(slot, S.STATUS)] = status | 0;
-          w[completion] = Completion.EARLY;
-        }
+      if (w[this.#at(slot, S.STATE)] === State.PENDING) {
+        this.#finish(slot, status | 0, true, false);
+      } else if (w[completion] === Completion.EARLY) {
+        return Problem.TWICE;
+      } else {
+        w[this.#at(slot, S.STATUS)] = status | 0;
+        w[completion] = Completion.EARLY;
       }
-    } catch (error) {
-      this.#repairAfter();
-      throw error;
-    } finally {
-      this.#exit();
-    }
+      return Problem.NONE;
+    });
     if (problem) throw this.#refusal(problem, "complete", "running or pending");
   }
 
@@ -435,37 +403,18 @@ export class Pool {
    * when the loop must run `reuseCleanup` now and then call {@linkcode settleCleaned}.
    */
   completeRunning(slot: number, generation: number, status: StatusCode): number {
-    let result = 0;
-    this.#enter();
-    try {
+    return this.#locked(() => {
       const w = this.#words;
-      if (this.#isRound(slot, generation, State.RUNNING)) {
-        const early = w[this.#at(slot, S.COMPLETION)] === Completion.EARLY;
-        result = (early ? 0 : Completed.FIRST) |
-          this.#finish(slot, early ? w[this.#at(slot, S.STATUS)] : status | 0, true, true);
-      } else {
-        result = Completed.FIRST;
-      }
-    } catch (error) {
-      this.#repairAfter();
-      throw error;
-    } finally {
-      this.#exit();
-    }
-    return result;
+      if (!this.#isRound(slot, generation, State.RUNNING)) return Completed.FIRST;
+      const early = w[this.#at(slot, S.COMPLETION)] === Completion.EARLY;
+      return (early ? 0 : Completed.FIRST) |
+        this.#finish(slot, early ? w[this.#at(slot, S.STATUS)] : status | 0, true, true);
+    });
   }
 
   /** Cancels every queued item: waiters get `Status.Cancelled`; buffers return to the pool. */
   flush(): number {
-    this.#enter();
-    try {
-      return this.#cancelQueued();
-    } catch (error) {
-      this.#repairAfter();
-      throw error;
-    } finally {
-      this.#exit();
-    }
+    return this.#locked(() => this.#cancelQueued());
   }
 
   /** What a waiter sleeps on: the DONE word's index. */
@@ -483,8 +432,7 @@ export class Pool {
    * or (kept) back to the waiter, held. Call only once DONE equals `generation`.
    */
   collect(slot: number, generation: number): StatusCode {
-    this.#enter();
-    try {
+    return this.#locked(() => {
       const w = this.#words;
       const status = w[this.#at(slot, S.STATUS)];
       if (w[this.#at(slot, S.GENERATION)] === generation && w[this.#at(slot, S.WAITER)]) {
@@ -500,12 +448,7 @@ export class Pool {
         }
       }
       return status;
-    } catch (error) {
-      this.#repairAfter();
-      throw error;
-    } finally {
-      this.#exit();
-    }
+    });
   }
 
   /**
@@ -514,8 +457,7 @@ export class Pool {
    * its `item.signal`. Returns true if it was removed.
    */
   abandon(slot: number, generation: number): boolean {
-    this.#enter();
-    try {
+    return this.#locked(() => {
       const w = this.#words;
       if (w[this.#at(slot, S.GENERATION)] !== generation || !w[this.#at(slot, S.WAITER)]) {
         return false;
@@ -534,12 +476,7 @@ export class Pool {
         this.#abortDue = true;
       }
       return false;
-    } catch (error) {
-      this.#repairAfter();
-      throw error;
-    } finally {
-      this.#exit();
-    }
+    });
   }
 
   // ── loop side ────────────────────────────────────────────────────────────────────────────
@@ -548,26 +485,19 @@ export class Pool {
   takeNext(): number {
     const w = this.#words;
     if (Atomics.load(w, H.QUEUE_HEAD) === NIL) return -1;
-    this.#enter();
-    try {
+    return this.#locked(() => {
       const slot = w[H.QUEUE_HEAD];
       if (slot !== NIL) {
         this.#unlink(slot, H.QUEUE_HEAD, H.QUEUE_TAIL);
         this.#setState(slot, State.RUNNING);
       }
       return slot;
-    } catch (error) {
-      this.#repairAfter();
-      throw error;
-    } finally {
-      this.#exit();
-    }
+    });
   }
 
   /** Its work returned WorkPending: the item waits for `workCompleted` (or had it already). */
   pend(slot: number, generation: number): void {
-    this.#enter();
-    try {
+    this.#locked(() => {
       const w = this.#words;
       if (this.#isRound(slot, generation, State.RUNNING)) {
         if (w[this.#at(slot, S.COMPLETION)] === Completion.EARLY) {
@@ -576,45 +506,28 @@ export class Pool {
           this.#setState(slot, State.PENDING);
         }
       }
-    } catch (error) {
-      this.#repairAfter();
-      throw error;
-    } finally {
-      this.#exit();
-    }
+    });
   }
 
   /** Takes a buffer waiting for `reuseCleanup` (it becomes CLEANING), or -1. */
   takeRecycled(): number {
     const w = this.#words;
     if (Atomics.load(w, H.RECYCLE_HEAD) === NIL) return -1;
-    this.#enter();
-    try {
+    return this.#locked(() => {
       const slot = w[H.RECYCLE_HEAD];
       if (slot !== NIL) {
         this.#unlink(slot, H.RECYCLE_HEAD, H.RECYCLE_TAIL);
         this.#setState(slot, State.CLEANING);
       }
       return slot;
-    } catch (error) {
-      this.#repairAfter();
-      throw error;
-    } finally {
-      this.#exit();
-    }
+    });
   }
 
   /** After `reuseCleanup` ran: the buffer goes free, or parks until its waiter collects. */
   settleCleaned(slot: number): void {
-    this.#enter();
-    try {
+    this.#locked(() => {
       if (this.#words[this.#at(slot, S.STATE)] === State.CLEANING) this.#settle(slot);
-    } catch (error) {
-      this.#repairAfter();
-      throw error;
-    } finally {
-      this.#exit();
-    }
+    });
   }
 
   /**
@@ -622,8 +535,7 @@ export class Pool {
    * takes back held buffers, sending them through `reuseCleanup`. Returns how many.
    */
   reclaimAll(): number {
-    this.#enter();
-    try {
+    return this.#locked(() => {
       const w = this.#words;
       let reclaimed = this.#cancelQueued();
       const allocated = w[H.ALLOCATED];
@@ -639,12 +551,7 @@ export class Pool {
         }
       }
       return reclaimed;
-    } catch (error) {
-      this.#repairAfter();
-      throw error;
-    } finally {
-      this.#exit();
-    }
+    });
   }
 
   /**
@@ -653,8 +560,7 @@ export class Pool {
    * whatever it was doing (no `reuseCleanup`: the Worker is gone), and CLOSED is set.
    */
   closeOut(): void {
-    this.#enter();
-    try {
+    this.#locked(() => {
       const w = this.#words;
       Atomics.or(w, H.FLAGS, Flag.CLOSING | Flag.STOP_REQUESTED);
       const allocated = w[H.ALLOCATED];
@@ -678,9 +584,7 @@ export class Pool {
       this.#rebuild();
       Atomics.or(w, H.FLAGS, Flag.CLOSED);
       this.#repaired = true;
-    } finally {
-      this.#exit();
-    }
+    });
   }
 
   // ── waking ───────────────────────────────────────────────────────────────────────────────
@@ -976,6 +880,23 @@ export class Pool {
     for (let slot = 0; slot < allocated; slot++) w[H.COUNT_BASE + w[this.#at(slot, S.STATE)]]++;
     for (let slot = allocated; slot < w[H.MAX_BUFFERS]; slot++) {
       w[this.#at(slot, S.NEXT)] = w[this.#at(slot, S.PREV)] = NIL;
+    }
+  }
+
+  /**
+   * Runs a critical section: takes the lock, runs `body`, releases the lock and wakes whoever
+   * the section made runnable. A section that throws (even out of stack) may have stopped
+   * half-way: the state is repaired before the lock is released.
+   */
+  #locked<T>(body: () => T): T {
+    this.#enter();
+    try {
+      return body();
+    } catch (error) {
+      this.#repairAfter();
+      throw error;
+    } finally {
+      this.#exit();
     }
   }
 
