@@ -284,9 +284,8 @@ export class Pool {
     const closed = -2;
     const slot = this.#locked(() => {
       if (w[H.FLAGS] & Flag.CLOSING) return closed;
-      let slot: number = NIL;
-      if (w[H.FREE_HEAD] !== NIL) {
-        slot = w[H.FREE_HEAD];
+      let slot = this.#head(H.FREE_HEAD, State.FREE);
+      if (slot !== NIL) {
         this.#unlink(slot, H.FREE_HEAD, H.FREE_TAIL);
         this.#setState(slot, State.HELD);
       } else if ((w[H.FLAGS] & Flag.LOOK_ASIDE) && w[H.ALLOCATED] < w[H.MAX_BUFFERS]) {
@@ -486,7 +485,7 @@ export class Pool {
     const w = this.#words;
     if (Atomics.load(w, H.QUEUE_HEAD) === NIL) return -1;
     return this.#locked(() => {
-      const slot = w[H.QUEUE_HEAD];
+      const slot = this.#head(H.QUEUE_HEAD, State.QUEUED);
       if (slot !== NIL) {
         this.#unlink(slot, H.QUEUE_HEAD, H.QUEUE_TAIL);
         this.#setState(slot, State.RUNNING);
@@ -514,7 +513,7 @@ export class Pool {
     const w = this.#words;
     if (Atomics.load(w, H.RECYCLE_HEAD) === NIL) return -1;
     return this.#locked(() => {
-      const slot = w[H.RECYCLE_HEAD];
+      const slot = this.#head(H.RECYCLE_HEAD, State.RECYCLING);
       if (slot !== NIL) {
         this.#unlink(slot, H.RECYCLE_HEAD, H.RECYCLE_TAIL);
         this.#setState(slot, State.CLEANING);
@@ -611,6 +610,23 @@ export class Pool {
 
   #at(slot: number, field: number): number {
     return HEADER_WORDS + slot * SLOT_WORDS + field;
+  }
+
+  /**
+   * The first slot of a list, checked: a head that points outside the pool or at a slot in
+   * another state means the shared state was damaged (by a thread that died mid-call, or by a
+   * foreign writer), so it is repaired first.
+   */
+  #head(head: number, state: SlotState): number {
+    const w = this.#words;
+    let slot = w[head];
+    if (
+      slot !== NIL && !(slot >= 0 && slot < w[H.ALLOCATED] && w[this.#at(slot, S.STATE)] === state)
+    ) {
+      this.#repair();
+      slot = w[head];
+    }
+    return slot;
   }
 
   #closing(): Problem {

@@ -95,6 +95,24 @@ export function within<T>(promise: Promise<T>, ms = 5000, what = "operation"): P
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
+/**
+ * Resolves once `predicate()` holds, checking after each macrotask turn; rejects after `ms`. For
+ * conditions that nothing can be awaited on (a counter in shared memory, a sleeping thread).
+ */
+export async function until(
+  predicate: () => boolean,
+  ms = 5000,
+  what = "a condition",
+): Promise<void> {
+  const deadline = performance.now() + ms;
+  while (!predicate()) {
+    if (performance.now() > deadline) {
+      throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 1));
+  }
+}
+
 /** True once the promise has settled (checked after a macrotask turn). */
 export async function settled(promise: Promise<unknown>): Promise<boolean> {
   let done = false;
