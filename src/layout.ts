@@ -19,7 +19,7 @@
  *  ├──────────────────────────────────────────────────────────────────────────────┤
  *  │ SLOTS   (MAX_BUFFERS × SLOT_WORDS × int32), slot i at word SLOT_BASE + 12i   │
  *  │   +0 STATE  +1 GENERATION  +2 NEXT  +3 PREV  +4 SIZE  +5 STATUS              │
- *  │   +6 DONE   +7 WAITER  +8 COMPLETION  +9 KEEP  +10 ABORTED  +11 (spare)     │
+ *  │   +6 DONE   +7 WAITER  +8 COMPLETION  +9 KEEP  +10 ABORTED  +11 RUN         │
  *  ├──────────────────────────────────────────────────────────────────────────────┤
  *  │ DATA    (MAX_BUFFERS × STRIDE bytes), slot i at dataOffset + i × STRIDE       │
  *  ├──────────────────────────────────────────────────────────────────────────────┤
@@ -131,8 +131,13 @@ export const S = {
   COMPLETION: 8,
   /** 1 when the waiter asked for the buffer back (`keep`): a completed round ends HELD again. */
   KEEP: 9,
-  /** The GENERATION whose waiter gave up while the item ran or pended (its `item.signal` aborts). */
+  /** The RUN whose waiter gave up while the item ran or pended (its `item.signal` aborts). */
   ABORTED: 10,
+  /**
+   * Bumped each time the loop takes the buffer. A kept buffer goes round again with the same
+   * GENERATION (its producer's handle stays good), so the loop's items are told apart by RUN.
+   */
+  RUN: 11,
 } as const;
 
 /** Values of a slot's COMPLETION word. */

@@ -203,9 +203,14 @@ export class Pool {
     return Atomics.load(this.#words, this.#at(slot, S.SIZE));
   }
 
-  /** True when the waiter of round `generation` gave up while the item ran or pended. */
-  abandoned(slot: number, generation: number): boolean {
-    return Atomics.load(this.#words, this.#at(slot, S.ABORTED)) === generation;
+  /** How many times the loop has taken the slot (tells a kept buffer's runs apart). */
+  run(slot: number): number {
+    return Atomics.load(this.#words, this.#at(slot, S.RUN));
+  }
+
+  /** True when the waiter of the slot's `run` gave up while the item ran or pended. */
+  abandoned(slot: number, run: number): boolean {
+    return Atomics.load(this.#words, this.#at(slot, S.ABORTED)) === run;
   }
 
   /** True while round `generation` of the slot is held by a producer (fetched, or kept). */
@@ -310,18 +315,19 @@ export class Pool {
   }
 
   /**
-   * Sets the size of a buffer: a held one (its producer), or with `working` a running or pended
-   * one (its handler, e.g. to hand a reply back with `keep`).
+   * Sets the size of a buffer: a held one (its producer), or, given the loop's `run`, a running
+   * or pended one (its handler, e.g. to hand a reply back with `keep`).
    */
-  setSize(slot: number, generation: number, size: number, working = false): void {
+  setSize(slot: number, generation: number, size: number, run = -1): void {
     if (!Number.isInteger(size) || size < 0 || size > this.sizes.bufferSize) {
       throw new RangeError(
         `size must be an integer from 0 to ${this.sizes.bufferSize}, not ${size}`,
       );
     }
+    const working = run >= 0;
     const problem = this.#locked((): Problem => {
       const problem = working
-        ? this.#check(slot, generation, State.RUNNING, State.PENDING)
+        ? this.#checkRun(slot, generation, run)
         : this.#check(slot, generation, State.HELD);
       if (!problem) this.#words[this.#at(slot, S.SIZE)] = size;
       return problem;
@@ -369,11 +375,13 @@ export class Pool {
    * running is marked instead, and completes once `work` returns: its buffer never returns to the
    * pool under a running handler. Once the round's status is final, it is refused.
    */
-  workCompleted(slot: number, generation: number, status: StatusCode): void {
+  workCompleted(slot: number, generation: number, status: StatusCode, run = -1): void {
     const problem = this.#locked((): Problem => {
       const w = this.#words;
       const completion = this.#at(slot, S.COMPLETION);
-      const problem = this.#check(slot, generation, State.RUNNING, State.PENDING);
+      const problem = run >= 0
+        ? this.#checkRun(slot, generation, run)
+        : this.#check(slot, generation, State.RUNNING, State.PENDING);
       // The round's status was final (it may have gone free since, but not round again).
       const current = w[this.#at(slot, S.GENERATION)];
       const sameRound = current === generation ||
@@ -471,7 +479,7 @@ export class Pool {
       if (state === State.PARKED) {
         this.#toFree(slot);
       } else if (state === State.RUNNING || state === State.PENDING) {
-        Atomics.store(w, this.#at(slot, S.ABORTED), generation);
+        Atomics.store(w, this.#at(slot, S.ABORTED), w[this.#at(slot, S.RUN)]);
         this.#abortDue = true;
       }
       return false;
@@ -489,6 +497,8 @@ export class Pool {
       if (slot !== NIL) {
         this.#unlink(slot, H.QUEUE_HEAD, H.QUEUE_TAIL);
         this.#setState(slot, State.RUNNING);
+        const run = this.#at(slot, S.RUN);
+        Atomics.store(w, run, (w[run] + 1) | 0);
       }
       return slot;
     });
@@ -654,6 +664,14 @@ export class Pool {
     return state === a || state === b ? Problem.NONE : Problem.STATE;
   }
 
+  /** Like `#check` for a running or pended item, for the loop's item of run `run`. */
+  #checkRun(slot: number, generation: number, run: number): Problem {
+    const problem = this.#check(slot, generation, State.RUNNING, State.PENDING);
+    // A kept buffer's later run: this item's own run is over, its status final.
+    if (!problem && this.#words[this.#at(slot, S.RUN)] !== run) return Problem.FINAL;
+    return problem;
+  }
+
   /** The error for a refused call, made outside the lock. */
   #refusal(problem: Problem, verb: string, expected: string): QueueError {
     switch (problem) {
@@ -675,8 +693,11 @@ export class Pool {
       case Problem.FINAL:
         return new QueueError(
           "BufferState",
-          `cannot ${verb} an item whose status is final: workCompleted is for items that are ` +
-            "running or pending (not from reuseCleanup, not after WorkComplete)",
+          `cannot ${verb} an item whose status is final` +
+            (verb === "complete"
+              ? ": workCompleted is for items that are running or pending " +
+                "(not from reuseCleanup, not after WorkComplete)"
+              : ""),
         );
       default:
         return new QueueError(

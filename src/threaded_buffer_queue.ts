@@ -82,6 +82,7 @@ export class ThreadedBufferQueue extends QueueProducer {
   #closing: Promise<QueueStats> | undefined;
   /** Resolves when a close must not wait for the Worker any longer (forced, or it died). */
   readonly #cutShort = Promise.withResolvers<void>();
+  #forced = false;
   /** Why the Worker ended on its own, if it did. */
   #failure: QueueError | undefined;
   #ended = false;
@@ -241,12 +242,11 @@ export class ThreadedBufferQueue extends QueueProducer {
    * signal can still force it.
    */
   close(options?: CloseOptions): Promise<QueueStats> {
-    const closing = this.#closing ??= this.#close();
     const signal = options?.signal;
-    if (signal?.aborted) {
-      this.#cutShort.resolve();
-    } else if (signal) {
-      const force = () => this.#cutShort.resolve();
+    if (signal?.aborted) this.#force();
+    const closing = this.#closing ??= this.#close();
+    if (signal && !signal.aborted) {
+      const force = () => this.#force();
       signal.addEventListener("abort", force, { once: true });
       const forget = () => signal.removeEventListener("abort", force);
       closing.then(forget, forget);
@@ -280,7 +280,10 @@ export class ThreadedBufferQueue extends QueueProducer {
     pool.setFlag(Flag.CLOSING | Flag.STOP_REQUESTED);
     pool.wakeAll();
     if (!this.#ended) {
-      const graceful = this.#control.then(() => this.#request({ type: "close" }));
+      // Once forced, the Worker is not asked to close (its stop could still finish items).
+      const graceful = this.#control.then(() =>
+        this.#forced ? undefined : this.#request({ type: "close" })
+      );
       const outcome = await Promise.race([
         graceful.then(() => undefined, (error: Error) => error),
         this.#cutShort.promise.then(() => undefined),
@@ -292,6 +295,12 @@ export class ThreadedBufferQueue extends QueueProducer {
     return pool.stats();
   }
 
+  /** Cuts a close short: the Worker is terminated without being asked. */
+  #force(): void {
+    this.#forced = true;
+    this.#cutShort.resolve();
+  }
+
   /** Ends the Worker and settles everything it left: the last step of every close. */
   #end(): void {
     if (this.#ended) return;
@@ -300,7 +309,7 @@ export class ThreadedBufferQueue extends QueueProducer {
     this.#worker.terminate();
     this.#pool.closeOut();
     this.#rejectRequests(this.#failure ?? new QueueError("Closed", "the queue is closed"));
-    this.#cutShort.resolve();
+    this.#force();
   }
 
   #serially<T>(action: () => Promise<T>): Promise<T> {
@@ -370,7 +379,7 @@ export class ThreadedBufferQueue extends QueueProducer {
     this.#failure = new QueueError("WorkerFailed", `the queue's worker ended: ${how}`, { cause });
     if (this.#created) this.#report(this.#failure, "worker");
     this.#rejectRequests(this.#failure);
-    this.#cutShort.resolve();
+    this.#force();
     if (this.#created) this.close().catch(() => {});
     else this.#end();
   }

@@ -40,6 +40,8 @@ class LoopItem implements WorkItem {
   readonly context: Uint8Array;
   readonly index: number;
   readonly generation: number;
+  /** Which run of the buffer this is (a kept buffer runs again with the same generation). */
+  readonly run: number;
   #data: Uint8Array;
   #size: number;
   #controller: AbortController | undefined;
@@ -48,6 +50,7 @@ class LoopItem implements WorkItem {
     const whole = dataViews[slot] ??= pool.dataView(slot);
     this.index = slot;
     this.generation = pool.generation(slot);
+    this.run = pool.run(slot);
     this.#size = pool.size(slot);
     this.#data = this.#size === whole.length ? whole : whole.subarray(0, this.#size);
     this.context = contextViews[slot] ??= pool.contextView(slot);
@@ -62,7 +65,7 @@ class LoopItem implements WorkItem {
   }
 
   set size(size: number) {
-    pool.setSize(this.index, this.generation, size, true);
+    pool.setSize(this.index, this.generation, size, this.run);
     this.#size = size;
     this.#data = dataViews[this.index].subarray(0, size);
   }
@@ -72,6 +75,7 @@ class LoopItem implements WorkItem {
       this.#controller = new AbortController();
       if (controller.signal.aborted) this.abort(controller.signal.reason);
       else if (this.live()) {
+        pruneWatched();
         watched.add(this);
         watchAborts();
       }
@@ -79,10 +83,10 @@ class LoopItem implements WorkItem {
     return this.#controller.signal;
   }
 
-  /** True while the round runs or pends. */
+  /** True while this run of the buffer runs or pends. */
   live(): boolean {
     const state = pool.state(this.index);
-    return pool.generation(this.index) === this.generation &&
+    return pool.generation(this.index) === this.generation && pool.run(this.index) === this.run &&
       (state === State.RUNNING || state === State.PENDING);
   }
 
@@ -106,7 +110,7 @@ const context: WorkContext = {
     // Nothing runs after the pool call, so a throw (even a stack overflow) means nothing changed.
     const wasWatched = watched.delete(item);
     try {
-      pool.workCompleted(item.index, item.generation, status);
+      pool.workCompleted(item.index, item.generation, status, item.run);
     } catch (error) {
       if (wasWatched) watched.add(item);
       throw error;
@@ -151,7 +155,7 @@ function watchAborts(): void {
     const seen = Atomics.load(words, H.ABORT_WAKE);
     for (const item of watched) {
       if (!item.live()) watched.delete(item);
-      else if (pool.abandoned(item.index, item.generation)) {
+      else if (pool.abandoned(item.index, item.run)) {
         item.abort(
           new DOMException("the item's waiter gave up (its signal aborted)", "AbortError"),
         );
@@ -169,9 +173,21 @@ function watchAborts(): void {
   }
 }
 
-/** The queue stops or closes: every watched item's signal aborts too. */
+/** The queue stops or closes: every watched item still running or pending aborts too. */
 function abortItems(reason: unknown): void {
-  for (const item of watched) item.abort(reason);
+  for (const item of watched) {
+    if (item.live()) item.abort(reason);
+    else watched.delete(item);
+  }
+}
+
+/**
+ * Forgets watched items whose run ended (a pended item completed from another thread is never
+ * seen here): at most the pool's size of them are live, so the set stays small.
+ */
+function pruneWatched(): void {
+  if (watched.size <= pool.allocated()) return;
+  for (const item of watched) if (!item.live()) watched.delete(item);
 }
 
 // ── one item ─────────────────────────────────────────────────────────────────────────────
@@ -413,7 +429,12 @@ async function close(): Promise<void> {
   if (postError !== undefined) throw postError;
 }
 
-const actions = { init, start, stop, close } as const;
+const actions = {
+  init,
+  start: () => start(),
+  stop: () => stop(),
+  close: () => close(),
+} as const;
 
 self.onmessage = async (event: MessageEvent<Command>) => {
   const command = event.data;
