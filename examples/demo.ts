@@ -419,7 +419,14 @@ function verify(
       }
     }
   }
-  const wantDrained = { free: BUFFER_COUNT, queued: 0, running: 0, pending: 0, held: 0 };
+  const wantDrained = {
+    free: BUFFER_COUNT,
+    queued: 0,
+    running: 0,
+    pending: 0,
+    held: 0,
+    returning: 0,
+  };
   for (const [label, stats] of [["after drain", drained], ["after close", closed]] as const) {
     for (const [key, want] of Object.entries(wantDrained)) {
       const got = stats[key as keyof QueueStats];

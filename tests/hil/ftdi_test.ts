@@ -267,7 +267,7 @@ if (Deno.env.get("TBQ_HIL_GUEST") === "1") {
       assert.equal(Number(summary[3]), total);
       assert.ok(
         logger.includes(
-          "stats() from close(): free=8 queued=0 running=0 pending=0 held=0 " +
+          "stats() from close(): free=8 queued=0 running=0 pending=0 held=0 returning=0 " +
             `completed=${total} cancelled=0 failed=0\n`,
         ),
         diag,

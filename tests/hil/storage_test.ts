@@ -192,6 +192,7 @@ if (Deno.env.get("TBQ_HIL_GUEST") === "1") {
           running: 0,
           pending: 0,
           held: 0,
+          returning: 0,
           completed: items,
           cancelled: 0,
           failed: 0,

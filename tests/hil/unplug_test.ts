@@ -259,8 +259,15 @@ if (Deno.env.get("TBQ_HIL_GUEST") === "1") {
       assert.equal(s.free + s.queued + s.running + s.pending + s.held, BUFFER_COUNT, dump);
       const f = rep.finalStats;
       assert.deepEqual(
-        { free: f.free, queued: f.queued, running: f.running, pending: f.pending, held: f.held },
-        { free: BUFFER_COUNT, queued: 0, running: 0, pending: 0, held: 0 },
+        {
+          free: f.free,
+          queued: f.queued,
+          running: f.running,
+          pending: f.pending,
+          held: f.held,
+          returning: f.returning,
+        },
+        { free: BUFFER_COUNT, queued: 0, running: 0, pending: 0, held: 0, returning: 0 },
       );
       const total = rep.items.length + 1; // + the past-the-end item
       assert.equal(f.completed + f.cancelled + f.failed, total, dump);
