@@ -417,7 +417,7 @@ function spawnWorker(
 ): Worker {
   const options: DenoWorkerOptions = { type: "module", name: name ?? "tbq work loop" };
   if (permissions !== undefined && permissions !== "inherit") {
-    options.deno = { permissions: withModuleReads(permissions, handlers) };
+    options.deno = { permissions: withModuleAccess(permissions, handlers) };
   }
   try {
     return new Worker(workerEntry, options as unknown as WorkerOptions);
@@ -433,10 +433,12 @@ function spawnWorker(
 }
 
 /**
- * Adds read access to the files the Worker must load: tbq's own modules and the handler module.
- * A `file:` URL given as a string becomes a path (Deno would read it as a relative path).
+ * Adds what the Worker needs to load tbq's own modules and the handler module, wherever they come
+ * from, and nothing more: read access to `file:` modules, import access to the hosts of `http(s):`
+ * and `jsr:` ones. A `file:` URL given as a string becomes a path (Deno would read it as a
+ * relative path).
  */
-function withModuleReads(permissions: WorkerPermissions, handlers: URL): unknown {
+function withModuleAccess(permissions: WorkerPermissions, handlers: URL): unknown {
   const granted = permissions === "none" ? {} : permissions;
   if (typeof granted !== "object") return granted;
   const paths = (list: unknown) =>
@@ -445,10 +447,31 @@ function withModuleReads(permissions: WorkerPermissions, handlers: URL): unknown
         typeof entry === "string" && entry.startsWith("file:") ? new URL(entry) : entry
       )
       : list;
-  const normalized = { ...granted, read: paths(granted.read), write: paths(granted.write) };
-  const needed = ownFiles.filter((url) => url.protocol === "file:");
-  if (handlers.protocol === "file:") needed.push(new URL(handlers.pathname, "file:///"));
-  const read = normalized.read;
-  if (read === true || read === "inherit" || needed.length === 0) return normalized;
-  return { ...normalized, read: [...(Array.isArray(read) ? read : []), ...needed] };
+  const modules = [...ownFiles, handlers];
+  const files = modules.filter((url) => url.protocol === "file:")
+    .map((url) => new URL(url.pathname, "file:///"));
+  const hosts = [...new Set(modules.flatMap(importHost))];
+  const extend = <T>(current: unknown, needed: T[]) =>
+    current === true || current === "inherit" || needed.length === 0
+      ? current
+      : [...(Array.isArray(current) ? current : []), ...needed];
+  return {
+    ...granted,
+    read: extend(paths(granted.read), files),
+    write: paths(granted.write),
+    import: extend(granted.import, hosts),
+  };
+}
+
+/** The host a module's import needs permission for, if it is fetched over the network. */
+function importHost(url: URL): string[] {
+  if (url.protocol === "https:" || url.protocol === "http:") return [url.host];
+  if (url.protocol !== "jsr:") return [];
+  let registry = "https://jsr.io";
+  try {
+    registry = Deno.env.get("JSR_URL") ?? registry;
+  } catch {
+    // No env access here: the default registry.
+  }
+  return [new URL(registry).host];
 }
