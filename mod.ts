@@ -49,6 +49,7 @@ export {
 export {
   BufferDisposition,
   isSuccess,
+  registerStatusNames,
   Status,
   type StatusCode,
   statusName,

@@ -5,7 +5,7 @@
  */
 
 import { registerErrorClass } from "../src/protocol.ts";
-import { Status, type StatusCode } from "../src/status.ts";
+import { registerStatusNames, Status, type StatusCode } from "../src/status.ts";
 
 /**
  * NTSTATUS values for libusb failures that `Status` has no name for (signed 32-bit, like `Status`).
@@ -323,3 +323,4 @@ export function unwrap(
 
 // A UsbError thrown in a queue handler reaches the owner as a UsbError, fields intact.
 registerErrorClass("UsbError", UsbError);
+registerStatusNames(UsbStatus);

@@ -75,12 +75,32 @@ export function isSuccess(status: StatusCode): boolean {
   return (status | 0) >= 0;
 }
 
-const namesByCode: ReadonlyMap<number, string> = new Map(
-  Object.entries(Status).map(([name, code]) => [code, name]),
-);
+const namesByCode = new Map<number, string>();
 
 /**
- * The name of a status: `"IoTimeout"` for a named code, else `"0xC0000999"`-style hex.
+ * Gives names to a table of statuses (like {@linkcode Status}), for {@linkcode statusName}. The
+ * USB layer registers its statuses and mass storage its own, where each is defined; a code keeps
+ * the first name it was given.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { registerStatusNames, statusName } from "./status.ts";
+ * registerStatusNames({ MyDeviceJammed: 0xE0000001 | 0 });
+ * assert.equal(statusName(0xE0000001), "MyDeviceJammed");
+ * ```
+ */
+export function registerStatusNames(table: Readonly<Record<string, number>>): void {
+  for (const [name, code] of Object.entries(table)) {
+    if (!namesByCode.has(code | 0)) namesByCode.set(code | 0, name);
+  }
+}
+
+registerStatusNames(Status);
+
+/**
+ * The name of a status: `"IoTimeout"` for a named code (the queue's, the USB layer's, mass
+ * storage's, or one given to {@linkcode registerStatusNames}), else `"0xC0000999"`-style hex.
  *
  * @example
  * ```ts

@@ -1,5 +1,15 @@
 import assert from "node:assert/strict";
-import { BufferDisposition, isSuccess, Status, statusName, statusOfError } from "../mod.ts";
+import {
+  BufferDisposition,
+  isSuccess,
+  QueueError,
+  type QueueErrorCode,
+  Status,
+  statusName,
+  statusOfError,
+  UsbStatus,
+} from "../mod.ts";
+import { LIBUSB_ERRORS } from "../ffi/errors.ts";
 
 Deno.test("Status holds NTSTATUS values as signed 32-bit numbers", () => {
   const expected: Record<string, number> = {
@@ -40,4 +50,17 @@ Deno.test("statusOfError reads a numeric status property, else Unsuccessful", ()
   assert.equal(statusOfError(new Error()), Status.Unsuccessful);
   assert.equal(statusOfError("text"), Status.Unsuccessful);
   assert.equal(statusOfError({ status: 1.5 }), Status.Unsuccessful);
+});
+
+Deno.test("every status tbq can produce has a name: the queue's, the USB layer's, libusb's", () => {
+  const produced = [
+    ...Object.values(Status),
+    ...Object.values(UsbStatus),
+    ...LIBUSB_ERRORS.map((row) => row.status),
+    ...["InvalidConfig", "Closed", "LockTimeout", "WorkerFailed"].map((code) =>
+      new QueueError(code as QueueErrorCode, "").status
+    ),
+  ];
+  for (const code of produced) assert.doesNotMatch(statusName(code), /^0x/, `0x${code >>> 0}`);
+  assert.equal(statusName(UsbStatus.AccessDenied), "AccessDenied");
 });
