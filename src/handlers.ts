@@ -93,7 +93,7 @@ export interface WorkContext<Options = unknown> {
  * ```ts
  * import { BufferDisposition, type WorkHandlers } from "../mod.ts";
  * const handlers: WorkHandlers = { work: () => BufferDisposition.WorkComplete };
- * export default handlers;
+ * console.log(typeof handlers.work); // "function"; the handler module exports it as default
  * ```
  */
 export interface WorkHandlers<Options = unknown> {
