@@ -21,16 +21,7 @@ export {
   UsbDevice,
   type UsbDeviceInfo,
 } from "./device.ts";
-export {
-  LIBUSB_ERRORS,
-  LibusbError,
-  libusbError,
-  type LibusbErrorInfo,
-  unwrap,
-  UsbError,
-  type UsbErrorOptions,
-  UsbStatus,
-} from "./errors.ts";
+export { LibusbError, UsbError, type UsbErrorOptions, UsbStatus } from "./errors.ts";
 export { LibusbNotFoundError, libusbPath } from "./library.ts";
 export {
   type DevicesOptions,
@@ -41,11 +32,6 @@ export {
 } from "./libusb.ts";
 export { type UsbPermissionsOptions, usbWorkerPermissions } from "./permissions.ts";
 export { bulkWriterHandlers, pipelinedBulkWriterHandlers } from "./ready_made.ts";
-export {
-  type BulkWriterOptions,
-  DeviceSlot,
-  openWriterDevice,
-  recordWritten,
-  type WriterSession,
-} from "./handlers/bulk_writer.ts";
+export type { BulkWriterOptions } from "./handlers/bulk_writer.ts";
+export type { AbsentMode, DeviceSessionOptions } from "./handlers/device_session.ts";
 export type { StatusCode } from "../src/status.ts";

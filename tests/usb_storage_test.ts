@@ -5,10 +5,16 @@
  * tests/hil/storage_test.ts and tests/hil/unplug_test.ts.
  */
 import assert from "node:assert/strict";
-import { LibusbError, libusbPath, Status, statusOfError, UsbError } from "../mod.ts";
 import {
-  BotDevice,
-  BotError,
+  LibusbError,
+  libusbPath,
+  Status,
+  statusOfError,
+  ThreadedBufferQueue,
+  UsbError,
+  usbWorkerPermissions,
+} from "../mod.ts";
+import {
   CBW_SIGNATURE,
   CSW_SIGNATURE,
   CswStatus,
@@ -16,27 +22,32 @@ import {
   encodeCbw,
   encodeCsw,
   parseCsw,
+} from "../storage/bot.ts";
+import {
   parseReadCapacity10,
   parseSense,
   read10Cdb,
   readCapacity10Cdb,
   requestSenseCdb,
-  ScsiError,
-  SenseKey,
   senseStatus,
-  StorageStatus,
   testUnitReadyCdb,
   write10Cdb,
-} from "../examples/usb_storage/bot.ts";
-import { fillPattern, firstDifference, regionPattern } from "../examples/usb_storage/pattern.ts";
-import handlers, {
+} from "../storage/scsi.ts";
+import {
+  BotDevice,
+  BotError,
   createReport,
   itemLba,
+  massStorageHandlers,
   type MassStorageOptions,
   readReport,
+  ScsiError,
+  SenseKey,
   setItemLba,
-} from "../examples/mass_storage_handlers.ts";
-import { makeJobs, spreadRegions } from "../examples/mass_storage_writer.ts";
+  StorageStatus,
+} from "../storage/mod.ts";
+import handlers from "../storage/handlers.ts";
+import { fillPattern, firstDifference, regionPattern } from "./fixtures/pattern.ts";
 import { SimBotDevice } from "./fixtures/storage_sim.ts";
 import type { WorkContext, WorkItem } from "../mod.ts";
 
@@ -385,16 +396,15 @@ Deno.test("pattern data is reproducible from the seed and differs between seeds 
   assert.equal(firstDifference(new Uint8Array(2), new Uint8Array(3)), 2);
 });
 
-Deno.test("writer regions: spread over the medium, the last ending at its end", () => {
-  assert.deepEqual(spreadRegions(131072, 4, 8192), [
-    { lba: 2048, blocks: 8192 },
-    { lba: 42332, blocks: 8192 },
-    { lba: 82609, blocks: 8192 },
-    { lba: 122880, blocks: 8192 },
-  ]);
-  assert.throws(() => spreadRegions(10000, 4, 8192), RangeError);
-  const jobs = makeJobs(9, 4, 131072, 16);
-  assert.equal(jobs.reduce((n, j) => n + j.data.length, 0), 16 * 1048576);
+Deno.test("writeBlocks / readBlocks: chunked WRITE (10) / READ (10), whole blocks only", () => {
+  const sim = new SimBotDevice(64);
+  const bot = new BotDevice(sim);
+  const data = fillPattern(3, new Uint8Array(10 * 512));
+  bot.writeBlocks(5, data, 4); // 4 + 4 + 2 blocks
+  assert.equal(firstDifference(sim.disk.subarray(5 * 512, 15 * 512), data), -1);
+  assert.equal(firstDifference(bot.readBlocks(5, 10, 3), data), -1);
+  assert.equal(bot.counters.commands, 3 + 4);
+  assert.throws(() => bot.writeBlocks(0, new Uint8Array(100)), BotError);
 });
 
 Deno.test("handler helpers: item LBA in the context, report buffer", () => {
@@ -461,6 +471,19 @@ Deno.test("mass storage handlers without a device: fail-start rejects pre; fail-
   assert.equal(seen.failures, 2);
   assert.equal(seen.writes, 0);
   assert.equal(seen.lastFailure, Status.InvalidParameter);
+});
+
+Deno.test("massStorageHandlers in a Worker granted only libusb and storage/: start() rejects", async () => {
+  await using queue = await ThreadedBufferQueue.create({
+    bufferQueue: { bufferCount: 2, bufferSize: 512, contextSize: 4 },
+    handlers: massStorageHandlers,
+    handlerOptions: ABSENT,
+    permissions: usbWorkerPermissions({ read: [new URL("../storage/", import.meta.url)] }),
+  });
+  await assert.rejects(
+    () => queue.start(),
+    (error: unknown) => statusOfError(error) === Status.DeviceNotConnected,
+  );
 });
 
 Deno.test("UsbError statuses pass through BotDevice unchanged", () => {

@@ -24,11 +24,17 @@
 import { defineWorkHandlers, type WorkHandlers } from "../../src/handlers.ts";
 import { BufferDisposition, Status, statusOfError } from "../../src/status.ts";
 import type { UsbDevice } from "../device.ts";
-import { LibusbError, UsbError } from "../errors.ts";
-import { Libusb } from "../libusb.ts";
+import { UsbError } from "../errors.ts";
+import { type DeviceSessionOptions, DeviceSlot } from "./device_session.ts";
+
+/** The bulk OUT endpoint the bulk writers use unless their options name another. */
+export const DEFAULT_BULK_OUT_ENDPOINT = 0x01;
+/** Milliseconds per bulk writer transfer unless the options say otherwise. */
+export const DEFAULT_WRITE_TIMEOUT = 1000;
 
 /**
- * The `handlerOptions` of the bulk writer handler modules.
+ * The `handlerOptions` of the bulk writer handler modules: which device (see
+ * `DeviceSessionOptions`, shared by every ready-made USB handler), and how to write.
  *
  * @example
  * ```ts
@@ -39,71 +45,42 @@ import { Libusb } from "../libusb.ts";
  * };
  * ```
  */
-export interface BulkWriterOptions {
-  /** idVendor of the device. */
-  readonly vendorId: number;
-  /** idProduct of the device. */
-  readonly productId: number;
-  /** Only the device with this serial number, when given. */
-  readonly serialNumber?: string;
-  /** The interface to claim. Default 0. */
-  readonly interface?: number;
-  /** The bulk OUT endpoint address. Default 0x01. */
+export interface BulkWriterOptions extends DeviceSessionOptions {
+  /** The bulk OUT endpoint address. Default {@linkcode DEFAULT_BULK_OUT_ENDPOINT}. */
   readonly endpoint?: number;
-  /** Milliseconds per transfer. Default 1000. */
+  /** Milliseconds per transfer. Default {@linkcode DEFAULT_WRITE_TIMEOUT}. */
   readonly timeout?: number;
-  /** The library to load (pass the owner's `libusbPath()`); default: looked up in the Worker. */
-  readonly libusbPath?: string;
   /** Pipelined writer only: transfers kept in flight. Default 4. */
   readonly depth?: number;
-  /**
-   * When the device is absent or goes away: `"fail-start"` (default) makes `pre`, and so
-   * `start()`, reject; `"fail-items"` completes each item with `DeviceNotConnected` instead and
-   * opens the device again on the next item, so the queue rides out an unplug and a replug.
-   */
-  readonly absent?: "fail-start" | "fail-items";
 }
 
 /**
- * An open, claimed device, as the bulk writers hold it between `pre` and `post`.
+ * The device slot of a bulk writer: the claimed device itself, nothing set up on it.
  *
  * @example
  * ```ts ignore
- * import { openWriterDevice } from "./bulk_writer.ts";
- * const session = openWriterDevice({ vendorId: 0x46f4, productId: 1 });
- * session.close();
+ * import { writerSlot } from "./bulk_writer.ts";
+ * const slot = writerSlot();
  * ```
  */
-export interface WriterSession extends Disposable {
-  /** The claimed device. */
-  readonly device: UsbDevice;
-  /** Releases the interface, closes the device and the libusb context. */
-  close(): void;
+export function writerSlot(): DeviceSlot<BulkWriterOptions, UsbDevice> {
+  return new DeviceSlot<BulkWriterOptions, UsbDevice>((device) => device);
 }
 
 /**
- * Opens the device and claims the interface the options name (what `pre` does).
+ * The endpoint and timeout of a bulk writer's transfers: the options', else the defaults.
  *
  * @example
  * ```ts ignore
- * import { openWriterDevice } from "./bulk_writer.ts";
- * using session = openWriterDevice({ vendorId: 0x46f4, productId: 1 });
+ * import { transferOptions } from "./bulk_writer.ts";
+ * const { endpoint, timeout } = transferOptions({ vendorId: 1, productId: 2 });
  * ```
  */
-export function openWriterDevice(options: BulkWriterOptions): WriterSession {
-  const usb = Libusb.open(options.libusbPath ? { path: options.libusbPath } : {});
-  try {
-    const device = usb.openDevice({
-      vendorId: options.vendorId,
-      productId: options.productId,
-      ...(options.serialNumber !== undefined ? { serialNumber: options.serialNumber } : {}),
-    });
-    device.claimInterface(options.interface ?? 0);
-    return { device, close: () => usb.close(), [Symbol.dispose]: () => usb.close() };
-  } catch (error) {
-    usb.close();
-    throw error;
-  }
+export function transferOptions(options: BulkWriterOptions): { endpoint: number; timeout: number } {
+  return {
+    endpoint: options.endpoint ?? DEFAULT_BULK_OUT_ENDPOINT,
+    timeout: options.timeout ?? DEFAULT_WRITE_TIMEOUT,
+  };
 }
 
 /**
@@ -124,74 +101,19 @@ export function recordWritten(context: Uint8Array, written: number): void {
 }
 
 /**
- * The error `work` throws when no device is open (before `pre`, or after it failed): a
- * `LIBUSB_ERROR_NO_DEVICE` `UsbError`, so the item completes with `DeviceNotConnected`.
+ * The bytes a failed transfer still moved (a `UsbError`'s `transferred`), else 0.
  *
  * @example
  * ```ts
- * import { notOpen } from "./bulk_writer.ts";
- * console.log(notOpen().name); // "LIBUSB_ERROR_NO_DEVICE"
+ * import { movedBefore } from "./bulk_writer.ts";
+ * console.log(movedBefore(new Error("x"))); // 0
  * ```
  */
-export function notOpen(): UsbError {
-  return new UsbError(LibusbError.NO_DEVICE, {
-    operation: "bulk writer",
-    detail: "the device is not open (pre did not run or failed)",
-  });
+export function movedBefore(error: unknown): number {
+  return error instanceof UsbError ? error.transferred ?? 0 : 0;
 }
 
-/**
- * The device a bulk writer holds between `pre` and `post`, opened (and in `"fail-items"` mode
- * reopened) as its options say.
- *
- * @example
- * ```ts ignore
- * import { DeviceSlot } from "./bulk_writer.ts";
- * const slot = new DeviceSlot();
- * slot.open(options); // in pre
- * slot.device(options).transferOut(0x02, bytes); // in work
- * slot.close(); // in post
- * ```
- */
-export class DeviceSlot {
-  #session: WriterSession | undefined;
-
-  /** Opens and claims the device; in `"fail-items"` mode an absent device is not an error. */
-  open(options: BulkWriterOptions): void {
-    this.close();
-    try {
-      this.#session = openWriterDevice(options);
-    } catch (error) {
-      if (!tolerates(options, error)) throw error;
-    }
-  }
-
-  /** The open device; in `"fail-items"` mode it tries to open it first if it is not. */
-  device(options: BulkWriterOptions): UsbDevice {
-    if (!this.#session && options.absent === "fail-items") {
-      this.#session = openWriterDevice(options);
-    }
-    if (!this.#session) throw notOpen();
-    return this.#session.device;
-  }
-
-  /** After a failed transfer: in `"fail-items"` mode a device that went away is let go. */
-  failed(options: BulkWriterOptions, error: unknown): void {
-    if (tolerates(options, error)) this.close();
-  }
-
-  /** Releases the interface and closes the device, if open. */
-  close(): void {
-    this.#session?.close();
-    this.#session = undefined;
-  }
-}
-
-function tolerates(options: BulkWriterOptions, error: unknown): boolean {
-  return options.absent === "fail-items" && statusOfError(error) === Status.DeviceNotConnected;
-}
-
-const slot = new DeviceSlot();
+const slot = writerSlot();
 
 /**
  * The handler module's callbacks (its default export), for a queue's `handlers`.
@@ -208,17 +130,12 @@ const handlers: WorkHandlers<BulkWriterOptions> = defineWorkHandlers<BulkWriterO
   },
   work(item, ctx) {
     try {
-      const written = slot.device(ctx.options).transferOut(
-        ctx.options.endpoint ?? 0x01,
-        item.data,
-        {
-          timeout: ctx.options.timeout ?? 1000,
-        },
-      );
+      const { endpoint, timeout } = transferOptions(ctx.options);
+      const written = slot.get(ctx.options).transferOut(endpoint, item.data, { timeout });
       recordWritten(item.context, written); // a short write is not an error: the count says it
       return { disposition: BufferDisposition.WorkComplete, status: Status.Success };
     } catch (error) {
-      recordWritten(item.context, error instanceof UsbError ? error.transferred ?? 0 : 0);
+      recordWritten(item.context, movedBefore(error));
       slot.failed(ctx.options, error);
       return { disposition: BufferDisposition.WorkComplete, status: statusOfError(error) };
     }

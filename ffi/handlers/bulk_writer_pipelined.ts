@@ -24,10 +24,18 @@
 
 import { defineWorkHandlers, type WorkHandlers } from "../../src/handlers.ts";
 import { BufferDisposition, Status, statusOfError } from "../../src/status.ts";
-import { UsbError } from "../errors.ts";
-import { type BulkWriterOptions, DeviceSlot, recordWritten } from "./bulk_writer.ts";
+import {
+  type BulkWriterOptions,
+  movedBefore,
+  recordWritten,
+  transferOptions,
+  writerSlot,
+} from "./bulk_writer.ts";
 
-const slot = new DeviceSlot();
+/** Transfers in flight unless the options' `depth` says otherwise. */
+const DEFAULT_DEPTH = 4;
+
+const slot = writerSlot();
 const inFlight = new Set<Promise<void>>();
 
 /**
@@ -44,11 +52,11 @@ const handlers: WorkHandlers<BulkWriterOptions> = defineWorkHandlers<BulkWriterO
     slot.open(ctx.options);
   },
   async work(item, ctx) {
-    const depth = Math.max(1, ctx.options.depth ?? 4);
+    const depth = Math.max(1, ctx.options.depth ?? DEFAULT_DEPTH);
     while (inFlight.size >= depth) await Promise.race(inFlight);
     let device;
     try {
-      device = slot.device(ctx.options);
+      device = slot.get(ctx.options);
     } catch (error) {
       return { disposition: BufferDisposition.WorkComplete, status: statusOfError(error) };
     }
@@ -60,15 +68,14 @@ const handlers: WorkHandlers<BulkWriterOptions> = defineWorkHandlers<BulkWriterO
       }
     };
     // item.data stays valid (and referenced by the transfer) until workCompleted below.
-    const transfer = device.transferOutAsync(ctx.options.endpoint ?? 0x01, item.data, {
-      timeout: ctx.options.timeout ?? 1000,
-    }).then(
+    const { endpoint, timeout } = transferOptions(ctx.options);
+    const transfer = device.transferOutAsync(endpoint, item.data, { timeout }).then(
       (written) => {
         recordWritten(item.context, written);
         complete(Status.Success);
       },
       (error) => {
-        recordWritten(item.context, error instanceof UsbError ? error.transferred ?? 0 : 0);
+        recordWritten(item.context, movedBefore(error));
         slot.failed(ctx.options, error);
         complete(statusOfError(error));
       },

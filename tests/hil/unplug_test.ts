@@ -15,7 +15,6 @@ import assert from "node:assert/strict";
 import {
   isSuccess,
   LibusbError,
-  libusbError,
   libusbPath,
   type QueueStats,
   Status,
@@ -25,16 +24,18 @@ import {
   UsbStatus,
   usbWorkerPermissions,
 } from "../../mod.ts";
+import { libusbError } from "../../ffi/errors.ts";
 import {
   createReport,
+  massStorageHandlers,
   type MassStorageOptions,
   type MassStorageReport,
   readReport,
   ReportWord,
   setItemLba,
-} from "../../examples/mass_storage_handlers.ts";
-import { StorageStatus } from "../../examples/usb_storage/bot.ts";
-import { fillPattern } from "../../examples/usb_storage/pattern.ts";
+  StorageStatus,
+} from "../../storage/mod.ts";
+import { fillPattern } from "../fixtures/pattern.ts";
 import { hilTest } from "./gate.ts";
 import { bootGuest, hostDeno, withTimeout } from "./rig.ts";
 
@@ -83,10 +84,10 @@ async function guestMain(): Promise<void> {
   };
   const queue = await ThreadedBufferQueue.create({
     bufferQueue: { bufferCount: BUFFER_COUNT, bufferSize: CHUNK, contextSize: 4 },
-    handlers: new URL("../../examples/mass_storage_handlers.ts", import.meta.url),
+    handlers: massStorageHandlers,
     handlerOptions: options,
     permissions: usbWorkerPermissions({
-      read: [new URL("../../examples/usb_storage/", import.meta.url)],
+      read: [new URL("../../storage/", import.meta.url)],
     }),
   });
   await queue.start();

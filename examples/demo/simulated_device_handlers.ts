@@ -12,15 +12,8 @@
  * @module
  */
 
-import { BufferDisposition, defineWorkHandlers, Status, type StatusCode } from "../mod.ts";
-import {
-  checksum,
-  DEV,
-  DeviceMemory,
-  type Fault,
-  readHeader,
-  RECORD_MAGIC,
-} from "./demo_records.ts";
+import { BufferDisposition, defineWorkHandlers, Status, type StatusCode } from "../../mod.ts";
+import { checksum, DEV, DeviceMemory, type Fault, readHeader, RECORD_MAGIC } from "./records.ts";
 
 /** `handlerOptions` of the simulated device. */
 export interface SimulatedDeviceOptions {

@@ -32,14 +32,17 @@ import {
   type UsbDeviceInfo,
   usbWorkerPermissions,
   type WorkerPermissions,
-} from "../mod.ts";
-import { describeUsbDevice, findUsbDevice, usbIds, writerOptions } from "./usb_lookup.ts";
+} from "../../mod.ts";
+import { describeUsbDevice, findUsbDevice, usbIds, writerOptions } from "../usb_lookup.ts";
 import {
+  GO,
   type ProducerJob,
   type ProducerMode,
   type ProducerReport,
   RecordProducer,
-} from "./demo_producer.ts";
+  STOP,
+} from "./producer.ts";
+import { startProducer } from "../producer_worker.ts";
 import {
   checksum,
   CONTEXT_SIZE,
@@ -50,7 +53,7 @@ import {
   fillPayload,
   LOG_WORDS,
   payloadLength,
-} from "./demo_records.ts";
+} from "./records.ts";
 import type { SimulatedDeviceOptions } from "./simulated_device_handlers.ts";
 
 const BUFFER_COUNT = 16;
@@ -58,9 +61,6 @@ const BUFFER_SIZE = 1024;
 const PROGRESS_MS = 250;
 /** Producer 0 is the main thread; the others are Workers. */
 const PRODUCERS: readonly ProducerMode[] = ["wait", "wait", "stream", "stream"];
-/** Control words shared with producer Workers. */
-const STOP = 0;
-const GO = 1;
 
 /** Which device backends `--device` allows. */
 const DEVICE_CHOICES = ["auto", "usb", "simulated"] as const;
@@ -189,7 +189,7 @@ function usbDevice(args: DemoArgs, info: UsbDeviceInfo, path: string): DeviceBac
     name: `USB device ${ids}`,
     label: `USB ${ids} (${about}): blocking bulk-OUT writes to endpoint 0x` +
       `${args.endpoint.toString(16).padStart(2, "0")} through ${path}, worker granted only it`,
-    handlers: new URL("../ffi/handlers/bulk_writer.ts", import.meta.url),
+    handlers: new URL("../../ffi/handlers/bulk_writer.ts", import.meta.url),
     handlerOptions: options,
     permissions: usbWorkerPermissions({ libusbPath: path }),
     writes: (stats) => stats.completed + stats.failed,
@@ -234,41 +234,6 @@ function simulatedDevice(args: DemoArgs, why: string): DeviceBackend {
   };
 }
 
-// ── producers ────────────────────────────────────────────────────────────────────────────
-
-/** A producer Worker, attached and waiting for the GO word. */
-interface RemoteProducer {
-  readonly worker: Worker;
-  readonly report: Promise<ProducerReport>;
-}
-
-function spawnProducer(queue: ThreadedBufferQueue, job: ProducerJob): Promise<RemoteProducer> {
-  const worker = new Worker(new URL("./demo_producer_worker.ts", import.meta.url), {
-    type: "module",
-    name: `demo producer ${job.producer}`,
-  });
-  const ready = Promise.withResolvers<RemoteProducer>();
-  const report = Promise.withResolvers<ProducerReport>();
-  report.promise.catch(() => {}); // awaited later; avoid an unhandled rejection meanwhile
-  const fail = (message: string) => {
-    const error = new Error(`producer ${job.producer} (Worker): ${message}`);
-    ready.reject(error);
-    report.reject(error);
-  };
-  worker.onmessage = (event) => {
-    const data = event.data as { ready?: true; report?: ProducerReport; error?: string };
-    if (data.ready) ready.resolve({ worker, report: report.promise });
-    else if (data.report) report.resolve(data.report);
-    else fail(data.error ?? "unexpected message");
-  };
-  worker.onerror = (event) => {
-    event.preventDefault();
-    fail(event.message);
-  };
-  worker.postMessage({ share: queue.share(), job });
-  return ready.promise;
-}
-
 // ── the run ──────────────────────────────────────────────────────────────────────────────
 
 async function main(args: DemoArgs): Promise<number> {
@@ -302,9 +267,15 @@ async function main(args: DemoArgs): Promise<number> {
 
   const control = new Int32Array(new SharedArrayBuffer(8));
   const remotes = await Promise.all(
-    PRODUCERS.slice(1).map((mode, i) =>
-      spawnProducer(queue, { producer: i + 1, mode, control: control.buffer as SharedArrayBuffer })
-    ),
+    PRODUCERS.slice(1).map((mode, i) => {
+      const job: ProducerJob = {
+        producer: i + 1,
+        mode,
+        control: control.buffer as SharedArrayBuffer,
+      };
+      const module = new URL("./producer.ts", import.meta.url);
+      return startProducer<ProducerJob, ProducerReport>(queue, module, job, `P${i + 1} (Worker)`);
+    }),
   );
   console.log(
     `producers: ${

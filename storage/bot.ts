@@ -1,7 +1,6 @@
 /**
- * USB Mass Storage Bulk-Only Transport (BOT) and the few SCSI commands a block writer needs:
- * pure encoders and decoders for the Command Block Wrapper (CBW), the Command Status Wrapper (CSW),
- * the CDBs and their replies, and {@linkcode BotDevice}, which runs commands over a claimed
+ * USB Mass Storage Bulk-Only Transport (BOT): pure encoders and decoders for the Command Block
+ * Wrapper (CBW) and the Command Status Wrapper (CSW), and {@linkcode BotDevice}, which runs commands over a claimed
  * {@linkcode UsbDevice} with the spec's error handling (CHECK CONDITION → REQUEST SENSE → a typed
  * {@linkcode ScsiError}; stalls → clear halt; phase errors and invalid CSWs → Reset Recovery).
  *
@@ -9,7 +8,7 @@
  * through unchanged), so a queue work handler can complete its item with `statusOfError(error)`.
  *
  * ```ts ignore
- * import { Libusb } from "../../mod.ts";
+ * import { Libusb } from "../mod.ts";
  * import { BotDevice } from "./bot.ts";
  * using usb = Libusb.open();
  * using dev = usb.openDevice({ vendorId: 0x46f4, productId: 0x0001 });
@@ -23,8 +22,38 @@
  * @module
  */
 
-import { LibusbError, Status, type StatusCode, UsbError, UsbStatus } from "../../mod.ts";
-import type { UsbDevice } from "../../mod.ts";
+import { DEFAULT_TIMEOUT, type UsbDevice } from "../ffi/device.ts";
+import { LibusbError, UsbError } from "../ffi/errors.ts";
+import {
+  DEFAULT_INTERFACE,
+  type DeviceSessionOptions,
+  openDeviceSession,
+} from "../ffi/handlers/device_session.ts";
+import { Status } from "../src/status.ts";
+import { BotError, hex2, StorageStatus, u32 } from "./errors.ts";
+import {
+  type Capacity,
+  parseReadCapacity10,
+  parseSense,
+  read10Cdb,
+  readCapacity10Cdb,
+  requestSenseCdb,
+  ScsiError,
+  ScsiOp,
+  type SenseData,
+  SenseKey,
+  testUnitReadyCdb,
+  write10Cdb,
+} from "./scsi.ts";
+
+/** The bulk IN endpoint a {@linkcode BotDevice} uses unless told otherwise. */
+export const DEFAULT_IN_ENDPOINT = 0x81;
+/** The bulk OUT endpoint a {@linkcode BotDevice} uses unless told otherwise. */
+export const DEFAULT_OUT_ENDPOINT = 0x02;
+/** Bytes per block until READ CAPACITY says otherwise. */
+export const DEFAULT_BLOCK_SIZE = 512;
+/** Blocks per command in {@linkcode BotDevice.writeBlocks} and {@linkcode BotDevice.readBlocks}. */
+export const DEFAULT_CHUNK_BLOCKS = 128;
 
 /** dCBWSignature, "USBC" little-endian. */
 export const CBW_SIGNATURE = 0x43425355;
@@ -45,70 +74,15 @@ export const CswStatus = {
   PhaseError: 2,
 } as const;
 
-/** The SCSI operation codes this module builds. */
-export const ScsiOp = {
-  /** TEST UNIT READY (6). */
-  TestUnitReady: 0x00,
-  /** REQUEST SENSE (6). */
-  RequestSense: 0x03,
-  /** READ CAPACITY (10). */
-  ReadCapacity10: 0x25,
-  /** READ (10). */
-  Read10: 0x28,
-  /** WRITE (10). */
-  Write10: 0x2a,
-} as const;
-
-/** SCSI sense keys (SPC). */
-export const SenseKey = {
-  /** NO SENSE. */
-  NoSense: 0x0,
-  /** RECOVERED ERROR: the command succeeded after recovery. */
-  RecoveredError: 0x1,
-  /** NOT READY. */
-  NotReady: 0x2,
-  /** MEDIUM ERROR. */
-  MediumError: 0x3,
-  /** HARDWARE ERROR. */
-  HardwareError: 0x4,
-  /** ILLEGAL REQUEST. */
-  IllegalRequest: 0x5,
-  /** UNIT ATTENTION (reset, power on, medium changed). */
-  UnitAttention: 0x6,
-  /** DATA PROTECT (write protected). */
-  DataProtect: 0x7,
-  /** ABORTED COMMAND. */
-  AbortedCommand: 0xb,
-} as const;
-
 /**
- * NTSTATUS values for storage failures that `Status` has no name for (signed 32-bit), chosen as
- * Windows' disk class driver reports the same conditions.
+ * Which way a command's data phase goes.
+ *
+ * @example
+ * ```ts
+ * import type { BotDirection } from "./bot.ts";
+ * const direction: BotDirection = "in";
+ * ```
  */
-export const StorageStatus = {
-  /** STATUS_INVALID_DEVICE_REQUEST (0xC0000010): ILLEGAL REQUEST. */
-  InvalidDeviceRequest: 0xC0000010 | 0,
-  /** STATUS_NO_MEDIA_IN_DEVICE (0xC0000013): NOT READY, medium not present (ASC 0x3A). */
-  NoMediaInDevice: 0xC0000013 | 0,
-  /** STATUS_NONEXISTENT_SECTOR (0xC0000015): ILLEGAL REQUEST, LBA out of range (ASC 0x21). */
-  NonexistentSector: 0xC0000015 | 0,
-  /** STATUS_DATA_ERROR (0xC000003E): the device moved fewer bytes than the command needs. */
-  DataError: 0xC000003E | 0,
-  /** STATUS_DEVICE_DATA_ERROR (0xC000009C): MEDIUM ERROR. */
-  DeviceDataError: 0xC000009C | 0,
-  /** STATUS_MEDIA_WRITE_PROTECTED (0xC00000A2): DATA PROTECT. */
-  MediaWriteProtected: 0xC00000A2 | 0,
-  /** STATUS_DEVICE_NOT_READY (0xC00000A3): NOT READY. */
-  DeviceNotReady: 0xC00000A3 | 0,
-  /** STATUS_IO_DEVICE_ERROR (0xC0000185): HARDWARE ERROR, ABORTED COMMAND, NO SENSE. */
-  IoDeviceError: UsbStatus.IoDeviceError,
-  /** STATUS_DEVICE_PROTOCOL_ERROR (0xC0000186): invalid CSW or phase error (after recovery). */
-  DeviceProtocolError: 0xC0000186 | 0,
-  /** STATUS_VERIFY_REQUIRED (0x80000016): UNIT ATTENTION (a warning, so not success). */
-  VerifyRequired: 0x80000016 | 0,
-} as const;
-
-/** Which way a command's data phase goes. */
 export type BotDirection = "none" | "in" | "out";
 
 /** The fields of a Command Block Wrapper. */
@@ -135,100 +109,13 @@ export interface Csw {
   readonly status: number;
 }
 
-/** Why a {@linkcode BotError} was thrown. */
-export type BotErrorReason =
-  | "invalid-argument"
-  | "invalid-csw"
-  | "phase-error"
-  | "short-transfer";
-
-/**
- * A transport-level failure: bad arguments, an invalid or mismatched CSW, a phase error, or a
- * data phase that moved fewer bytes than the command needs. `status` is its NTSTATUS.
- */
-export class BotError extends Error {
-  /** What went wrong. */
-  readonly reason: BotErrorReason;
-  /** The NTSTATUS (signed 32-bit). */
-  readonly status: StatusCode;
-
-  /** Makes one; `status` defaults by reason. */
-  constructor(reason: BotErrorReason, message: string, status?: StatusCode) {
-    super(message);
-    this.name = "BotError";
-    this.reason = reason;
-    this.status = status ?? botErrorStatus(reason);
-  }
-}
-
-function botErrorStatus(reason: BotErrorReason): StatusCode {
-  switch (reason) {
-    case "invalid-argument":
-      return Status.InvalidParameter;
-    case "short-transfer":
-      return StorageStatus.DataError;
-    default:
-      return StorageStatus.DeviceProtocolError;
-  }
-}
-
-/** Decoded sense data (fixed or descriptor format). */
-export interface SenseData {
-  /** Response code (0x70/0x71 fixed, 0x72/0x73 descriptor). */
-  readonly responseCode: number;
-  /** The sense key (see {@linkcode SenseKey}). */
-  readonly senseKey: number;
-  /** Additional sense code. */
-  readonly asc: number;
-  /** Additional sense code qualifier. */
-  readonly ascq: number;
-}
-
-/** A command that ended in CHECK CONDITION, with the sense data REQUEST SENSE returned. */
-export class ScsiError extends Error {
-  /** The failed command's operation code. */
-  readonly opcode: number;
-  /** The sense key. */
-  readonly senseKey: number;
-  /** Additional sense code. */
-  readonly asc: number;
-  /** Additional sense code qualifier. */
-  readonly ascq: number;
-  /** The NTSTATUS of the condition ({@linkcode senseStatus}). */
-  readonly status: StatusCode;
-
-  /** Makes one from the command's opcode and its sense data. */
-  constructor(opcode: number, sense: SenseData) {
-    super(
-      `SCSI command 0x${hex2(opcode)} failed: sense key 0x${sense.senseKey.toString(16)}, ` +
-        `ASC/ASCQ 0x${hex2(sense.asc)}/0x${hex2(sense.ascq)}`,
-    );
-    this.name = "ScsiError";
-    this.opcode = opcode;
-    this.senseKey = sense.senseKey;
-    this.asc = sense.asc;
-    this.ascq = sense.ascq;
-    this.status = senseStatus(sense);
-  }
-}
-
-function hex2(value: number): string {
-  return value.toString(16).padStart(2, "0");
-}
-
-function u32(value: number, what: string): number {
-  if (!Number.isInteger(value) || value < 0 || value > 0xffffffff) {
-    throw new BotError("invalid-argument", `${what} must be an integer in 0..2^32-1, got ${value}`);
-  }
-  return value;
-}
-
 /**
  * Encodes a CBW into 31 bytes (into `target` when given, which must be at least 31 long).
  *
  * @example
  * ```ts
- * import { encodeCbw, testUnitReadyCdb } from "./bot.ts";
+ * import { encodeCbw } from "./bot.ts";
+ * import { testUnitReadyCdb } from "./scsi.ts";
  * const cbw = encodeCbw({ tag: 1, dataLength: 0, direction: "none", cdb: testUnitReadyCdb() });
  * console.log(cbw.length); // 31
  * ```
@@ -271,7 +158,8 @@ export function encodeCbw(cbw: Cbw, target: Uint8Array = new Uint8Array(CBW_LENG
  *
  * @example
  * ```ts
- * import { decodeCbw, encodeCbw, testUnitReadyCdb } from "./bot.ts";
+ * import { decodeCbw, encodeCbw } from "./bot.ts";
+ * import { testUnitReadyCdb } from "./scsi.ts";
  * const cbw = decodeCbw(encodeCbw({ tag: 7, dataLength: 0, direction: "none", cdb: testUnitReadyCdb() }));
  * console.log(cbw.tag); // 7
  * ```
@@ -358,208 +246,62 @@ export function parseCsw(bytes: Uint8Array, expectedTag: number, dataLength: num
 }
 
 /**
- * TEST UNIT READY's CDB (6 bytes).
- *
- * @example
- * ```ts
- * import { testUnitReadyCdb } from "./bot.ts";
- * console.log(testUnitReadyCdb()); // Uint8Array(6) [0, 0, 0, 0, 0, 0]
- * ```
- */
-export function testUnitReadyCdb(): Uint8Array {
-  return new Uint8Array(6);
-}
-
-/**
- * REQUEST SENSE (6)'s CDB, asking for up to `allocationLength` bytes (default 18, fixed format).
- *
- * @example
- * ```ts
- * import { requestSenseCdb } from "./bot.ts";
- * console.log(requestSenseCdb()[4]); // 18
- * ```
- */
-export function requestSenseCdb(allocationLength = 18): Uint8Array {
-  if (!Number.isInteger(allocationLength) || allocationLength < 0 || allocationLength > 255) {
-    throw new BotError("invalid-argument", `allocationLength must be 0..255`);
-  }
-  return new Uint8Array([ScsiOp.RequestSense, 0, 0, 0, allocationLength, 0]);
-}
-
-/**
- * READ CAPACITY (10)'s CDB (10 bytes); the reply is 8 bytes ({@linkcode parseReadCapacity10}).
- *
- * @example
- * ```ts
- * import { readCapacity10Cdb } from "./bot.ts";
- * console.log(readCapacity10Cdb()[0]); // 37
- * ```
- */
-export function readCapacity10Cdb(): Uint8Array {
-  const cdb = new Uint8Array(10);
-  cdb[0] = ScsiOp.ReadCapacity10;
-  return cdb;
-}
-
-function rw10Cdb(opcode: number, lba: number, blocks: number): Uint8Array {
-  u32(lba, "lba");
-  if (!Number.isInteger(blocks) || blocks < 1 || blocks > 0xffff) {
-    throw new BotError("invalid-argument", `blocks must be 1..65535 for a 10-byte CDB`);
-  }
-  const cdb = new Uint8Array(10);
-  const view = new DataView(cdb.buffer);
-  cdb[0] = opcode;
-  view.setUint32(2, lba, false);
-  view.setUint16(7, blocks, false);
-  return cdb;
-}
-
-/**
- * READ (10)'s CDB: `blocks` (1..65535) blocks from `lba` (u32), big-endian as SCSI says.
- *
- * @example
- * ```ts
- * import { read10Cdb } from "./bot.ts";
- * console.log([...read10Cdb(0x01020304, 8)]); // [40, 0, 1, 2, 3, 4, 0, 0, 8, 0]
- * ```
- */
-export function read10Cdb(lba: number, blocks: number): Uint8Array {
-  return rw10Cdb(ScsiOp.Read10, lba, blocks);
-}
-
-/**
- * WRITE (10)'s CDB: `blocks` (1..65535) blocks at `lba` (u32).
- *
- * @example
- * ```ts
- * import { write10Cdb } from "./bot.ts";
- * console.log(write10Cdb(0, 128)[0]); // 42
- * ```
- */
-export function write10Cdb(lba: number, blocks: number): Uint8Array {
-  return rw10Cdb(ScsiOp.Write10, lba, blocks);
-}
-
-/**
- * Decodes sense data in fixed (0x70/0x71) or descriptor (0x72/0x73) format. Throws a
- * {@linkcode BotError} for anything else (too short, unknown response code).
- *
- * @example
- * ```ts
- * import { parseSense } from "./bot.ts";
- * const sense = new Uint8Array(18);
- * sense[0] = 0x70; sense[2] = 0x05; sense[7] = 10; sense[12] = 0x21;
- * console.log(parseSense(sense)); // { responseCode: 112, senseKey: 5, asc: 33, ascq: 0 }
- * ```
- */
-export function parseSense(bytes: Uint8Array): SenseData {
-  const responseCode = (bytes[0] ?? 0) & 0x7f;
-  if ((responseCode === 0x70 || responseCode === 0x71) && bytes.length >= 3) {
-    return {
-      responseCode,
-      senseKey: bytes[2] & 0x0f,
-      asc: bytes.length > 12 ? bytes[12] : 0,
-      ascq: bytes.length > 13 ? bytes[13] : 0,
-    };
-  }
-  if ((responseCode === 0x72 || responseCode === 0x73) && bytes.length >= 4) {
-    return { responseCode, senseKey: bytes[1] & 0x0f, asc: bytes[2], ascq: bytes[3] };
-  }
-  throw new BotError(
-    "invalid-argument",
-    `not sense data (response code 0x${hex2(responseCode)}, ${bytes.length} bytes)`,
-    StorageStatus.DeviceProtocolError,
-  );
-}
-
-/**
- * The NTSTATUS of a sense: RECOVERED ERROR is `Success`; NO SENSE (under CHECK CONDITION),
- * HARDWARE ERROR and ABORTED COMMAND are `IoDeviceError`; the rest as {@linkcode StorageStatus}
- * documents.
- *
- * @example
- * ```ts
- * import { senseStatus, SenseKey, StorageStatus } from "./bot.ts";
- * senseStatus({ responseCode: 0x70, senseKey: SenseKey.IllegalRequest, asc: 0x21, ascq: 0 }) ===
- *   StorageStatus.NonexistentSector; // true
- * ```
- */
-export function senseStatus(sense: SenseData): StatusCode {
-  switch (sense.senseKey) {
-    case SenseKey.RecoveredError:
-      return Status.Success;
-    case SenseKey.NotReady:
-      return sense.asc === 0x3a ? StorageStatus.NoMediaInDevice : StorageStatus.DeviceNotReady;
-    case SenseKey.MediumError:
-      return StorageStatus.DeviceDataError;
-    case SenseKey.IllegalRequest:
-      return sense.asc === 0x21
-        ? StorageStatus.NonexistentSector
-        : StorageStatus.InvalidDeviceRequest;
-    case SenseKey.UnitAttention:
-      return StorageStatus.VerifyRequired;
-    case SenseKey.DataProtect:
-      return StorageStatus.MediaWriteProtected;
-    default: // NO SENSE (yet CHECK CONDITION), HARDWARE ERROR, ABORTED COMMAND, others
-      return StorageStatus.IoDeviceError;
-  }
-}
-
-/** What READ CAPACITY (10) reports. */
-export interface Capacity {
-  /** The last addressable LBA. */
-  readonly lastLba: number;
-  /** Bytes per block. */
-  readonly blockSize: number;
-  /** Blocks on the medium (`lastLba + 1`). */
-  readonly blockCount: number;
-}
-
-/**
- * Decodes READ CAPACITY (10)'s 8-byte reply (big-endian last LBA and block length).
- *
- * @example
- * ```ts
- * import { parseReadCapacity10 } from "./bot.ts";
- * const reply = new Uint8Array([0, 0, 0x7f, 0xff, 0, 0, 2, 0]);
- * console.log(parseReadCapacity10(reply)); // { lastLba: 32767, blockSize: 512, blockCount: 32768 }
- * ```
- */
-export function parseReadCapacity10(bytes: Uint8Array): Capacity {
-  if (bytes.length < 8) {
-    throw new BotError("short-transfer", `READ CAPACITY (10) returned ${bytes.length} bytes`);
-  }
-  const view = new DataView(bytes.buffer, bytes.byteOffset, 8);
-  const lastLba = view.getUint32(0, false);
-  return { lastLba, blockSize: view.getUint32(4, false), blockCount: lastLba + 1 };
-}
-
-/**
  * The transfers {@linkcode BotDevice} needs: a claimed {@linkcode UsbDevice} has them all; a
  * simulator for tests may provide just these.
+ *
+ * @example
+ * ```ts
+ * import { BotDevice, type BotTransport } from "./bot.ts";
+ * const transport: BotTransport = {
+ *   transferOut: (_endpoint, data) => data.byteLength,
+ *   transferIn: () => new Uint8Array(0),
+ *   clearHalt: () => {},
+ *   controlTransferOut: () => 0,
+ * };
+ * const bot = new BotDevice(transport);
+ * ```
  */
 export type BotTransport = Pick<
   UsbDevice,
   "transferOut" | "transferIn" | "clearHalt" | "controlTransferOut"
 >;
 
-/** Options of a {@linkcode BotDevice}. */
+/**
+ * Options of a {@linkcode BotDevice}.
+ *
+ * @example
+ * ```ts
+ * import type { BotOptions } from "./bot.ts";
+ * const options: BotOptions = { inEndpoint: 0x81, outEndpoint: 0x02, timeout: 2000 };
+ * ```
+ */
 export interface BotOptions {
-  /** The claimed mass storage interface (for Reset Recovery). Default 0. */
-  readonly interfaceNumber?: number;
-  /** Bulk IN endpoint address. Default 0x81. */
+  /** The claimed mass storage interface (for Reset Recovery). Default `DEFAULT_INTERFACE` (0). */
+  readonly interface?: number;
+  /** Bulk IN endpoint address. Default {@linkcode DEFAULT_IN_ENDPOINT}. */
   readonly inEndpoint?: number;
-  /** Bulk OUT endpoint address. Default 0x02. */
+  /** Bulk OUT endpoint address. Default {@linkcode DEFAULT_OUT_ENDPOINT}. */
   readonly outEndpoint?: number;
   /** The logical unit. Default 0. */
   readonly lun?: number;
-  /** Milliseconds per transfer. Default 5000. */
+  /** Milliseconds per transfer phase. Default `DEFAULT_TIMEOUT` (the device's, 5000). */
   readonly timeout?: number;
-  /** Bytes per block until {@linkcode BotDevice.readCapacity} says otherwise. Default 512. */
+  /**
+   * Bytes per block until {@linkcode BotDevice.readCapacity} says otherwise. Default
+   * {@linkcode DEFAULT_BLOCK_SIZE}.
+   */
   readonly blockSize?: number;
 }
 
-/** The outcome of one command at the transport level. */
+/**
+ * The outcome of one command at the transport level.
+ *
+ * @example
+ * ```ts
+ * import type { CommandResult } from "./bot.ts";
+ * const passed = (result: CommandResult) => result.status === 0;
+ * ```
+ */
 export interface CommandResult {
   /** IN data received (empty for "none"/"out"). */
   readonly data: Uint8Array;
@@ -569,7 +311,15 @@ export interface CommandResult {
   readonly status: number;
 }
 
-/** Counts of what {@linkcode BotDevice} had to recover from. */
+/**
+ * Counts of what {@linkcode BotDevice} had to recover from.
+ *
+ * @example
+ * ```ts
+ * import type { BotCounters } from "./bot.ts";
+ * const clean = (c: BotCounters) => c.resetRecoveries === 0 && c.clearedHalts === 0;
+ * ```
+ */
 export interface BotCounters {
   /** Commands sent (CBWs), including REQUEST SENSE. */
   commands: number;
@@ -634,12 +384,12 @@ export class BotDevice {
   /** Wraps a device whose mass storage interface is already claimed. */
   constructor(device: BotTransport, options: BotOptions = {}) {
     this.device = device;
-    this.#interface = options.interfaceNumber ?? 0;
-    this.#in = options.inEndpoint ?? 0x81;
-    this.#out = options.outEndpoint ?? 0x02;
+    this.#interface = options.interface ?? DEFAULT_INTERFACE;
+    this.#in = options.inEndpoint ?? DEFAULT_IN_ENDPOINT;
+    this.#out = options.outEndpoint ?? DEFAULT_OUT_ENDPOINT;
     this.#lun = options.lun ?? 0;
-    this.#timeout = options.timeout ?? 5000;
-    this.blockSize = options.blockSize ?? 512;
+    this.#timeout = options.timeout ?? DEFAULT_TIMEOUT;
+    this.blockSize = options.blockSize ?? DEFAULT_BLOCK_SIZE;
   }
 
   /**
@@ -724,6 +474,42 @@ export class BotDevice {
       );
     }
     return data;
+  }
+
+  /**
+   * Writes `data` (a whole number of blocks, any length) at `lba` with WRITE (10) commands of at
+   * most `chunkBlocks` blocks (default {@linkcode DEFAULT_CHUNK_BLOCKS}).
+   */
+  writeBlocks(lba: number, data: Uint8Array, chunkBlocks = DEFAULT_CHUNK_BLOCKS): void {
+    const blockSize = this.blockSize;
+    if (data.byteLength % blockSize !== 0) {
+      throw new BotError(
+        "invalid-argument",
+        `${data.byteLength} bytes are not a whole number of ${blockSize}-byte blocks`,
+      );
+    }
+    const chunkBytes = chunkBlocks * blockSize;
+    for (let offset = 0; offset < data.byteLength; offset += chunkBytes) {
+      const bytes = data.subarray(offset, offset + chunkBytes);
+      this.write10(lba + offset / blockSize, bytes.byteLength / blockSize, bytes);
+    }
+  }
+
+  /**
+   * Reads `blocks` blocks from `lba` with READ (10) commands of at most `chunkBlocks` blocks
+   * (default {@linkcode DEFAULT_CHUNK_BLOCKS}).
+   */
+  readBlocks(
+    lba: number,
+    blocks: number,
+    chunkBlocks = DEFAULT_CHUNK_BLOCKS,
+  ): Uint8Array<ArrayBuffer> {
+    const out = new Uint8Array(blocks * this.blockSize);
+    for (let done = 0; done < blocks; done += chunkBlocks) {
+      const count = Math.min(chunkBlocks, blocks - done);
+      out.set(this.read10(lba + done, count), done * this.blockSize);
+    }
+    return out;
   }
 
   /**
@@ -871,4 +657,57 @@ export class BotDevice {
     if (sense.senseKey === SenseKey.RecoveredError) return { ...result, status: CswStatus.Passed };
     throw new ScsiError(cdb[0], sense);
   }
+}
+
+/**
+ * Which mass storage device to open and how to talk to it: the device session's options (ids,
+ * serial number, interface, library, absent mode) and {@linkcode BotDevice}'s.
+ *
+ * @example
+ * ```ts
+ * import type { StorageDeviceOptions } from "./bot.ts";
+ * const options: StorageDeviceOptions = { vendorId: 0x46f4, productId: 0x0001, timeout: 2000 };
+ * ```
+ */
+export interface StorageDeviceOptions extends DeviceSessionOptions, BotOptions {}
+
+/**
+ * A mass storage device opened on this thread by {@linkcode openStorage}.
+ *
+ * @example
+ * ```ts
+ * import type { StorageSession } from "./bot.ts";
+ * const blocks = (disk: StorageSession) => disk.capacity.blockCount;
+ * ```
+ */
+export interface StorageSession extends Disposable {
+  /** SCSI over BOT on the claimed interface, ready (TEST UNIT READY passed). */
+  readonly bot: BotDevice;
+  /** What READ CAPACITY (10) reported when it was opened. */
+  readonly capacity: Capacity;
+  /** Releases the interface and closes the device. Idempotent. */
+  close(): void;
+}
+
+/**
+ * Opens a mass storage device on this thread, claims its interface, waits until it is ready
+ * ({@linkcode BotDevice.waitReady}) and reads its capacity. Throws the failure (a `UsbError` such
+ * as `LIBUSB_ERROR_NOT_FOUND`, a {@linkcode ScsiError}, …) with everything closed again.
+ *
+ * @example
+ * ```ts ignore
+ * import { libusbPath } from "../mod.ts";
+ * import { openStorage } from "./bot.ts";
+ * using disk = openStorage({ vendorId: 0x46f4, productId: 0x0001, libusbPath: libusbPath() });
+ * console.log(disk.capacity.blockCount, disk.bot.readBlocks(0, 1));
+ * ```
+ */
+export function openStorage(options: StorageDeviceOptions): StorageSession {
+  const session = openDeviceSession(options, (device, options) => {
+    const bot = new BotDevice(device, options);
+    bot.waitReady();
+    return { bot, capacity: bot.readCapacity() };
+  });
+  const { bot, capacity } = session.value;
+  return { bot, capacity, close: session.close, [Symbol.dispose]: session.close };
 }

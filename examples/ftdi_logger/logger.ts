@@ -9,7 +9,7 @@
  * Success (2 on a bad argument).
  *
  * ```sh
- * deno run --allow-read --allow-env --allow-ffi --unstable-worker-options examples/ftdi_logger.ts \
+ * deno run --allow-read --allow-env --allow-ffi --unstable-worker-options examples/ftdi_logger/logger.ts \
  *   [--vendor=0x0403] [--product=0x6001] [--endpoint=0x02] [--lines=100]
  * ```
  *
@@ -30,9 +30,16 @@ import {
   ThreadedBufferQueue,
   usbWorkerPermissions,
   type WorkerPermissions,
-} from "../mod.ts";
-import { describeUsbDevice, findUsbDevice, usbIds, writerOptions } from "./usb_lookup.ts";
-import { type LineJob, type LineReport, MAX_LINE_BYTES, produceLines } from "./ftdi_lines.ts";
+} from "../../mod.ts";
+import { describeUsbDevice, findUsbDevice, usbIds, writerOptions } from "../usb_lookup.ts";
+import {
+  type LineJob,
+  type LineReport,
+  MAX_LINE_BYTES,
+  produceLines,
+  type WorkerLineJob,
+} from "./lines.ts";
+import { type StartedProducer, startProducer } from "../producer_worker.ts";
 
 /** Buffers in the pool. */
 const BUFFER_COUNT = 8;
@@ -68,7 +75,7 @@ export class UsageError extends Error {}
  *
  * @example
  * ```ts
- * import { parseLoggerArgs } from "./ftdi_logger.ts";
+ * import { parseLoggerArgs } from "./logger.ts";
  * console.log(parseLoggerArgs(["--lines=5"]).lines); // 5
  * ```
  */
@@ -97,44 +104,6 @@ function show(stats: QueueStats): string {
   return Object.entries(stats).map(([key, value]) => `${key}=${value}`).join(" ");
 }
 
-/** Starts a producer Worker; resolves once it is attached, with its report still to come. */
-async function spawnProducer(
-  queue: ThreadedBufferQueue,
-  job: LineJob,
-  control: SharedArrayBuffer,
-): Promise<{ worker: Worker; report: Promise<LineReport> }> {
-  const worker = new Worker(new URL("./ftdi_logger_worker.ts", import.meta.url), {
-    type: "module",
-    name: `ftdi logger producer ${job.producer}`,
-  });
-  const ready = Promise.withResolvers<void>();
-  const report = Promise.withResolvers<LineReport>();
-  report.promise.catch(() => {}); // awaited later
-  const fail = (message: string) => {
-    const error = new Error(`producer P${job.producer} (Worker): ${message}`);
-    ready.reject(error);
-    report.reject(error);
-  };
-  worker.onmessage = (event) => {
-    const data = event.data as { ready?: true; report?: LineReport; error?: string };
-    if (data.ready) ready.resolve();
-    else if (data.report) report.resolve(data.report);
-    else fail(data.error ?? "unexpected message");
-  };
-  worker.onerror = (event) => {
-    event.preventDefault();
-    fail(event.message);
-  };
-  worker.postMessage({ share: queue.share(), job, control });
-  try {
-    await ready.promise;
-  } catch (error) {
-    worker.terminate();
-    throw error;
-  }
-  return { worker, report: report.promise };
-}
-
 /** Runs the logger; resolves with the exit code. */
 async function main(args: LoggerArgs): Promise<number> {
   const started = performance.now();
@@ -152,7 +121,7 @@ async function main(args: LoggerArgs): Promise<number> {
   const errors: string[] = [];
   await using queue = await ThreadedBufferQueue.create({
     bufferQueue: { bufferCount: BUFFER_COUNT, bufferSize: BUFFER_SIZE, contextSize: CONTEXT_SIZE },
-    handlers: new URL("../ffi/handlers/bulk_writer.ts", import.meta.url),
+    handlers: new URL("../../ffi/handlers/bulk_writer.ts", import.meta.url),
     handlerOptions,
     permissions,
     name: "ftdi logger work loop",
@@ -166,19 +135,26 @@ async function main(args: LoggerArgs): Promise<number> {
     window: WINDOW,
     timeoutMs: TIMEOUT_MS,
   });
-  const control = new SharedArrayBuffer(4);
-  const remotes = [];
+  const go = new SharedArrayBuffer(4);
+  const remotes: StartedProducer<LineReport>[] = [];
   try {
     for (let producer = 1; producer < PRODUCERS; producer++) {
-      remotes.push(await spawnProducer(queue, job(producer), control));
+      remotes.push(
+        await startProducer<WorkerLineJob, LineReport>(
+          queue,
+          new URL("./lines.ts", import.meta.url),
+          { ...job(producer), go },
+          `producer P${producer} (Worker)`,
+        ),
+      );
     }
     console.log(
       `producers: P0 main thread, ${remotes.map((_, i) => `P${i + 1} Worker`).join(", ")}; ` +
         `${args.lines} lines each (up to ${MAX_LINE_BYTES} B), ${WINDOW} in flight per producer; ` +
         `${BUFFER_COUNT} buffers of ${BUFFER_SIZE} B`,
     );
-    Atomics.store(new Int32Array(control), 0, 1);
-    Atomics.notify(new Int32Array(control), 0);
+    Atomics.store(new Int32Array(go), 0, 1);
+    Atomics.notify(new Int32Array(go), 0);
     const reports = await Promise.all([
       produceLines(queue, job(0)),
       ...remotes.map((remote) => remote.report),
@@ -269,7 +245,7 @@ if (import.meta.main) {
   } catch (error) {
     if (error instanceof UsageError) {
       console.error(
-        `${error.message}\nusage: ftdi_logger.ts [--vendor=0x0403] [--product=0x6001] ` +
+        `${error.message}\nusage: logger.ts [--vendor=0x0403] [--product=0x6001] ` +
           `[--endpoint=0x02] [--lines=100]`,
       );
       code = 2;

@@ -1,12 +1,13 @@
 /**
  * One demo producer, the same code on the main thread and in producer Workers: it acquires a
  * buffer, writes record `seq` (payload in `data`, header in `context`, length in `size`) and
- * enqueues it, either with `enqueueAndWait` (timing the wait) or with plain `enqueue`.
+ * enqueues it, either with `enqueueAndWait` (timing the wait) or with plain `enqueue`. A producer
+ * Worker (`../producer_worker.ts`) runs {@linkcode produce}.
  *
  * @module
  */
 
-import { type QueueProducer, statusName } from "../mod.ts";
+import { type QueueProducer, statusName } from "../../mod.ts";
 import {
   checksum,
   CONTEXT_SIZE,
@@ -14,7 +15,12 @@ import {
   payloadLength,
   RECORD_MAGIC,
   writeHeader,
-} from "./demo_records.ts";
+} from "./records.ts";
+
+/** Int32 word of {@linkcode ProducerJob.control}: non-zero once producers must stop. */
+export const STOP = 0;
+/** Int32 word of {@linkcode ProducerJob.control}: non-zero once producers may start. */
+export const GO = 1;
 
 /** How a producer enqueues: `wait` uses `enqueueAndWait`, `stream` uses `enqueue`. */
 export type ProducerMode = "wait" | "stream";
@@ -25,7 +31,7 @@ export interface ProducerJob {
   readonly producer: number;
   /** How it enqueues. */
   readonly mode: ProducerMode;
-  /** Int32 word 0 becomes non-zero when producers must stop. */
+  /** Two Int32 words: {@linkcode STOP} and {@linkcode GO}. */
   readonly control: SharedArrayBuffer;
 }
 
@@ -121,4 +127,14 @@ export class RecordProducer {
     this.#latencies[this.#waited++] = latencyUs;
     this.#statuses[status] = (this.#statuses[status] ?? 0) + 1;
   }
+}
+
+/** A producer Worker's job: waits for the GO word, sends records until the STOP word, reports. */
+export async function produce(queue: QueueProducer, job: ProducerJob): Promise<ProducerReport> {
+  const producer = new RecordProducer(queue, job.producer, job.mode);
+  const control = new Int32Array(job.control);
+  const go = Atomics.waitAsync(control, GO, 0);
+  if (go.async) await go.value;
+  await producer.run(() => Atomics.load(control, STOP) !== 0);
+  return producer.report();
 }

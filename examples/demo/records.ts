@@ -3,6 +3,11 @@
  * in `data`, header in `context`), a deterministic payload generator so the main thread can check
  * every byte afterwards without keeping copies, and the layout of the device's shared memory.
  *
+ * A payload also stands on its own, for a device that receives only the bytes (a real USB device
+ * gets `data` and nothing else): it starts with the record's producer, sequence number and length
+ * and ends with the FNV-1a of everything before, so a reader can split a byte stream back into
+ * records and check each one without the generator.
+ *
  * @module
  */
 
@@ -10,7 +15,7 @@
 export const CONTEXT_SIZE = 16;
 /** Marks a context as filled by a demo producer. */
 export const RECORD_MAGIC = 0x7462_7172;
-/** Shortest payload a producer sends. */
+/** Shortest payload a producer sends: its frame (producer, seq and length before, FNV-1a after). */
 export const MIN_PAYLOAD = 16;
 
 /** The header a producer writes into a buffer's `context`. */
@@ -51,20 +56,30 @@ export function payloadLength(producer: number, seq: number, max: number): numbe
   return MIN_PAYLOAD + ((mixed >>> 7) % (max - MIN_PAYLOAD + 1));
 }
 
-/** Fills `bytes` with the payload of record `seq` of `producer` (xorshift32 stream). */
+/**
+ * Fills `bytes` (at least {@linkcode MIN_PAYLOAD} long) with the payload of record `seq` of
+ * `producer`: producer, seq and `bytes.length` (u32 LE each), a xorshift32 stream, and the FNV-1a
+ * of all that (u32 LE) in the last 4 bytes.
+ */
 export function fillPayload(bytes: Uint8Array, producer: number, seq: number): void {
-  let x = (Math.imul(producer + 1, 0x27d4eb2d) ^ Math.imul(seq + 1, 0x165667b1)) | 1;
-  let i = 0;
-  for (; i + 4 <= bytes.length; i += 4) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    bytes[i] = x;
-    bytes[i + 1] = x >>> 8;
-    bytes[i + 2] = x >>> 16;
-    bytes[i + 3] = x >>> 24;
+  if (bytes.length < MIN_PAYLOAD) {
+    throw new RangeError(`a payload has ${MIN_PAYLOAD} bytes or more`);
   }
-  for (; i < bytes.length; i++) bytes[i] = (x >>> (8 * (i & 3))) ^ i;
+  const frame = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
+  frame.setUint32(0, producer, true);
+  frame.setUint32(4, seq, true);
+  frame.setUint32(8, bytes.length, true);
+  const end = bytes.length - 4;
+  let x = (Math.imul(producer + 1, 0x27d4eb2d) ^ Math.imul(seq + 1, 0x165667b1)) | 1;
+  for (let i = 12; i < end; i++) {
+    if ((i & 3) === 0) {
+      x ^= x << 13;
+      x ^= x >>> 17;
+      x ^= x << 5;
+    }
+    bytes[i] = x >>> (8 * (i & 3));
+  }
+  frame.setUint32(end, checksum(bytes.subarray(0, end)), true);
 }
 
 /** FNV-1a, 32 bits, unsigned. */

@@ -1,12 +1,13 @@
 /**
  * What the FTDI logger's producers send: numbered text lines, one line per queue item (so one
- * bulk transfer each), and the routine every producer (the main thread or a Worker) runs. The
- * lines are deterministic, so whoever receives them can check each one byte for byte.
+ * bulk transfer each), and the routine every producer (the main thread or a Worker) runs. Each
+ * line ends with the FNV-1a of its text, so whoever receives the lines can check each one on its
+ * own: that it is whole, unmixed and unchanged.
  *
  * @module
  */
 
-import { type QueueProducer, Status, statusName } from "../mod.ts";
+import { type QueueProducer, Status, statusName } from "../../mod.ts";
 
 /** The longest line {@linkcode ftdiLine} makes, in bytes (newline included); below any sane `bufferSize`. */
 export const MAX_LINE_BYTES = 200;
@@ -26,39 +27,31 @@ const WORDS = [
   "deno",
 ];
 
+/** FNV-1a of an ASCII text, as 8 hex digits. */
+const fnv1a = (text: string) =>
+  ([...text].reduce((h, c) => Math.imul(h ^ c.charCodeAt(0), 0x01000193), 0x811c9dc5) >>> 0)
+    .toString(16).padStart(8, "0");
+
 /**
- * Line `seq` of `producer`: `P<producer> <seq, 6 digits> <words…>\n`, between 20 and
- * {@linkcode MAX_LINE_BYTES} bytes long (ASCII only), so lines span one to four 64-byte USB packets.
+ * Line `seq` of `producer`: `P<producer> <seq, 6 digits> <words…> <FNV-1a of the text before the
+ * last space, 8 hex digits>\n`, between 28 and {@linkcode MAX_LINE_BYTES} bytes long (ASCII only),
+ * so lines span one to four 64-byte USB packets.
  *
  * @example
  * ```ts
- * import { ftdiLine } from "./ftdi_lines.ts";
- * console.log(JSON.stringify(ftdiLine(1, 0))); // "P1 000000 …\n"
+ * import { ftdiLine } from "./lines.ts";
+ * console.log(JSON.stringify(ftdiLine(1, 0))); // "P1 000000 … 1a2b3c4d\n"
  * ```
  */
 export function ftdiLine(producer: number, seq: number): string {
   const mixed = (Math.imul(seq + 1, 0x9e3779b1) ^ Math.imul(producer + 1, 0x85ebca77)) >>> 0;
-  let line = `P${producer} ${String(seq).padStart(6, "0")}`;
-  const target = 20 + (mixed % (MAX_LINE_BYTES - 20));
-  for (let i = 0; line.length + 1 < target; i++) {
-    line += ` ${WORDS[(((mixed >>> (i % 24)) ^ i) >>> 0) % WORDS.length]}`;
+  let text = `P${producer} ${String(seq).padStart(6, "0")}`;
+  const length = 18 + (mixed % (MAX_LINE_BYTES - 27)); // of the text: 18 to 190
+  for (let i = 0; text.length < length; i++) {
+    text += ` ${WORDS[(((mixed >>> (i % 24)) ^ i) >>> 0) % WORDS.length]}`;
   }
-  return `${line.slice(0, target - 1)}\n`;
-}
-
-/**
- * A line as the receiver parsed it back: its producer and sequence number (`undefined` when the
- * text is not a well-formed line).
- *
- * @example
- * ```ts
- * import { ftdiLine, parseFtdiLine } from "./ftdi_lines.ts";
- * console.log(parseFtdiLine(ftdiLine(2, 7).trimEnd())); // { producer: 2, seq: 7 }
- * ```
- */
-export function parseFtdiLine(text: string): { producer: number; seq: number } | undefined {
-  const match = /^P(\d+) (\d{6})( |$)/.exec(text);
-  return match ? { producer: Number(match[1]), seq: Number(match[2]) } : undefined;
+  text = text.slice(0, length);
+  return `${text} ${fnv1a(text)}\n`;
 }
 
 /** What one producer is told to do (posted to a producer Worker with the queue's share). */
@@ -94,7 +87,7 @@ export interface LineReport {
  *
  * @example
  * ```ts ignore
- * import { produceLines } from "./ftdi_lines.ts";
+ * import { produceLines } from "./lines.ts";
  * const report = await produceLines(queue, { producer: 0, lines: 10, window: 4, timeoutMs: 10_000 });
  * ```
  */
@@ -144,4 +137,17 @@ export async function produceLines(queue: QueueProducer, job: LineJob): Promise<
     statuses,
     ...(firstFailure ? { firstFailure } : {}),
   };
+}
+
+/** A producer Worker's job (see `../producer_worker.ts`): a {@linkcode LineJob} and its GO word. */
+export interface WorkerLineJob extends LineJob {
+  /** Int32 word 0 becomes non-zero when the producers may start. */
+  readonly go: SharedArrayBuffer;
+}
+
+/** What a producer Worker runs: waits (up to `job.timeoutMs`) for GO, then {@linkcode produceLines}. */
+export async function produce(queue: QueueProducer, job: WorkerLineJob): Promise<LineReport> {
+  const wait = Atomics.waitAsync(new Int32Array(job.go), 0, 0, job.timeoutMs);
+  if (wait.async && await wait.value === "timed-out") throw new Error("GO never came");
+  return await produceLines(queue, job);
 }
