@@ -1,5 +1,5 @@
 /**
- * Runs `examples/demo.ts` as a subprocess (with the flags of `deno task demo`): the normal run
+ * Runs `examples/demo/demo.ts` as a subprocess (with the flags of `deno task demo`): the normal run
  * must verify every record and exit 0; each injected device fault must be caught and exit 1.
  */
 
@@ -11,7 +11,7 @@ const flags = ["--allow-read", "--allow-env", "--allow-ffi", "--unstable-worker-
 
 async function runDemo(...args: string[]): Promise<{ code: number; output: string }> {
   const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
-    args: ["run", ...flags, "examples/demo.ts", ...args],
+    args: ["run", ...flags, "examples/demo/demo.ts", ...args],
     cwd: root,
     stdout: "piped",
     stderr: "piped",

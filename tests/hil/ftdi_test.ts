@@ -2,7 +2,7 @@
  * FTDI hardware-in-the-loop tests (QEMU's usb-serial 0403:6001, bulk OUT 0x02 → the host
  * chardev, which the rig keeps in `<runDir>/ftdi-out.bin`):
  *
- * 1. `examples/ftdi_logger.ts` runs in the guest: three producers (main thread + two attached
+ * 1. `examples/ftdi_logger/logger.ts` runs in the guest: three producers (main thread + two attached
  *    Workers) send numbered lines through ONE queue and the ready-made bulk writer. On the host,
  *    the chardev must hold every line exactly once, intact (a line is one item and one transfer,
  *    never split or mixed), each producer's lines in order. Then, in the same guest, this file's
@@ -25,9 +25,13 @@ import {
   usbWorkerPermissions,
   type WorkerPermissions,
 } from "../../mod.ts";
-import { fillPayload, payloadLength } from "../../examples/demo_records.ts";
-import { ftdiLine, parseFtdiLine } from "../../examples/ftdi_lines.ts";
 import { capabilities } from "../capabilities.ts";
+import {
+  checkDemoRecords,
+  checkLoggerLines,
+  demoRecord,
+  loggerLine,
+} from "../fixtures/example_output.ts";
 import { PROBE_BYTE, PROBES } from "../fixtures/ftdi_probe_handlers.ts";
 import { hilTest } from "./gate.ts";
 import { bootGuest, type GuestResult, hostDeno, shellQuote } from "./rig.ts";
@@ -119,76 +123,11 @@ function diagnostics(r: GuestResult): string {
 
 const ms = (n: number | null) => `${n === null ? "?" : (n / 1000).toFixed(1)} s`;
 
-/**
- * Checks the logger's lines in what the FTDI received: each producer's lines 0..lines-1 exactly
- * once, in order, byte for byte. Returns how often consecutive lines came from different
- * producers.
- */
-function checkLoggerLines(text: string, producers: number, lines: number): number {
-  assert.ok(text.endsWith("\n"), `the output does not end with a newline: …${text.slice(-80)}`);
-  const next = new Array<number>(producers).fill(0);
-  let previous = -1;
-  let switches = 0;
-  for (const [index, row] of text.slice(0, -1).split("\n").entries()) {
-    const where = `FTDI line ${index} ${JSON.stringify(row.slice(0, 80))}`;
-    const id = parseFtdiLine(row);
-    assert.ok(id && id.producer < producers, `${where}: not a logger line (split or mixed?)`);
-    assert.equal(
-      id.seq,
-      next[id.producer],
-      `${where}: P${id.producer} #${id.seq} where #${next[id.producer]} was due ` +
-        "(lost, duplicated or out of order)",
-    );
-    assert.equal(`${row}\n`, ftdiLine(id.producer, id.seq), `${where}: corrupted`);
-    next[id.producer]++;
-    if (previous !== -1 && previous !== id.producer) switches++;
-    previous = id.producer;
-  }
-  assert.deepEqual(next, new Array(producers).fill(lines), "lines per producer");
-  return switches;
-}
-
-/**
- * Walks the demo's records in what the FTDI received: at each offset the next record of exactly
- * one producer must start (payloads are pseudo-random, so a wrong match is practically
- * impossible); at the end every producer's `sent[p]` records must have been found. Returns the
- * number of records.
- */
-function checkDemoRecords(ftdi: Uint8Array, sent: readonly number[], size: number): number {
-  const expected = (producer: number, seq: number) => {
-    const bytes = new Uint8Array(payloadLength(producer, seq, size));
-    fillPayload(bytes, producer, seq);
-    return bytes;
-  };
-  const next = sent.map(() => 0);
-  const due = next.map((seq, p) => seq < sent[p] ? expected(p, seq) : null);
-  let offset = 0;
-  let records = 0;
-  while (offset < ftdi.length) {
-    const producer = due.findIndex((record) =>
-      record !== null && offset + record.length <= ftdi.length &&
-      record.every((byte, i) => ftdi[offset + i] === byte)
-    );
-    assert.ok(
-      producer >= 0,
-      `chardev offset ${offset} (after ${records} records) starts no producer's next record ` +
-        `(due: ${next.map((seq, p) => `P${p} #${seq}`).join(", ")}): lost, duplicated, ` +
-        "corrupted or out of order",
-    );
-    offset += due[producer]!.length;
-    records++;
-    next[producer]++;
-    due[producer] = next[producer] < sent[producer] ? expected(producer, next[producer]) : null;
-  }
-  assert.deepEqual(next, [...sent], "records per producer in the chardev");
-  return records;
-}
-
 if (Deno.env.get("TBQ_HIL_GUEST") === "1") {
   await guestProbe();
 } else {
   // The checkers themselves, on made-up chardev contents (no rig needed).
-  const lines = (...ids: [number, number][]) => ids.map(([p, seq]) => ftdiLine(p, seq)).join("");
+  const lines = (...ids: [number, number][]) => ids.map(([p, seq]) => loggerLine(p, seq)).join("");
   Deno.test("ftdi checker: accepts interleaved producers, counts switches", () => {
     assert.equal(checkLoggerLines(lines([0, 0], [1, 0], [1, 1], [0, 1]), 2, 2), 2);
   });
@@ -198,14 +137,14 @@ if (Deno.env.get("TBQ_HIL_GUEST") === "1") {
     ["lines out of order", lines([0, 1], [0, 0], [1, 0], [1, 1]), /#1 where #0 was due/],
     [
       "a line split by another",
-      ftdiLine(0, 0).slice(0, 12) + lines([1, 0]) + ftdiLine(0, 0).slice(12) +
+      loggerLine(0, 0).slice(0, 12) + lines([1, 0]) + loggerLine(0, 0).slice(12) +
       lines([0, 1], [1, 1]),
-      /corrupted|not a logger line/,
+      /not a logger line/,
     ],
     [
       "a corrupted byte",
-      lines([0, 0], [1, 0], [0, 1], [1, 1]).replace("P1 000000 b", "P1 000000 B"),
-      /corrupted/,
+      lines([0, 0], [1, 0], [0, 1], [1, 1]).replace("P1 000000 test", "P1 000000 tesT"),
+      /not a logger line/,
     ],
   ];
   for (const [what, text, complaint] of broken) {
@@ -214,20 +153,19 @@ if (Deno.env.get("TBQ_HIL_GUEST") === "1") {
     });
   }
   Deno.test("demo record walker: accepts interleaved records, catches loss and corruption", () => {
-    const record = (p: number, seq: number) => {
-      const bytes = new Uint8Array(payloadLength(p, seq, 64));
-      fillPayload(bytes, p, seq);
-      return [...bytes];
-    };
-    const good = [...record(0, 0), ...record(1, 0), ...record(0, 1)];
-    assert.equal(checkDemoRecords(new Uint8Array(good), [2, 1], 64), 3);
-    assert.throws(() => checkDemoRecords(new Uint8Array(good), [2, 2], 64), /records per producer/);
-    const lost = [...record(0, 0), ...record(0, 1)];
-    assert.throws(() => checkDemoRecords(new Uint8Array(lost), [2, 1], 64), /records per producer/);
-    const twice = [...record(0, 0), ...record(0, 0), ...record(1, 0), ...record(0, 1)];
-    assert.throws(() => checkDemoRecords(new Uint8Array(twice), [2, 1], 64), /starts no producer/);
-    const corrupted = good.with(good.length - 1, good.at(-1)! ^ 1);
-    assert.throws(() => checkDemoRecords(new Uint8Array(corrupted), [2, 1], 64), /starts no/);
+    const stream = (...ids: [number, number][]) =>
+      new Uint8Array(ids.flatMap(([p, seq]) => [...demoRecord(p, seq, 20 + 4 * seq)]));
+    const good = stream([0, 0], [1, 0], [0, 1]);
+    assert.equal(checkDemoRecords(good, [2, 1]), 3);
+    assert.throws(() => checkDemoRecords(good, [2, 2]), /records per producer/);
+    const lost = stream([0, 0], [0, 1]);
+    assert.throws(() => checkDemoRecords(lost, [2, 1]), /records per producer/);
+    const twice = stream([0, 0], [0, 0], [1, 0], [0, 1]);
+    assert.throws(() => checkDemoRecords(twice, [2, 1]), /starts no producer/);
+    const reordered = stream([0, 1], [0, 0], [1, 0]);
+    assert.throws(() => checkDemoRecords(reordered, [2, 1]), /starts no producer/);
+    const corrupted = good.with(good.length - 5, good.at(-5)! ^ 1);
+    assert.throws(() => checkDemoRecords(corrupted, [2, 1]), /starts no producer/);
   });
 
   hilTest(
@@ -235,7 +173,7 @@ if (Deno.env.get("TBQ_HIL_GUEST") === "1") {
     async () => {
       const deno = shellQuote(hostDeno());
       const { result: r, ftdi } = await runWithFtdi([
-        `${deno} run --no-lock ${RUN_FLAGS} examples/ftdi_logger.ts --lines=${LINES}`,
+        `${deno} run --no-lock ${RUN_FLAGS} examples/ftdi_logger/logger.ts --lines=${LINES}`,
         `echo "LOGGER-EXIT $?"`,
         `exec ${deno} run --no-lock -A ${shellQuote(THIS_FILE)}`,
       ].join("\n"));
@@ -305,7 +243,7 @@ if (Deno.env.get("TBQ_HIL_GUEST") === "1") {
     async () => {
       const deno = shellQuote(hostDeno());
       const { result: r, ftdi } = await runWithFtdi(
-        `exec ${deno} run --no-lock ${RUN_FLAGS} examples/demo.ts --duration=1000`,
+        `exec ${deno} run --no-lock ${RUN_FLAGS} examples/demo/demo.ts --duration=1000`,
       );
       const diag = diagnostics(r);
       assert.equal(r.code, 0, diag);
@@ -316,13 +254,11 @@ if (Deno.env.get("TBQ_HIL_GUEST") === "1") {
         /^VERIFIED \(no read-back\): all [\d,]+ records \(\d+ bytes\) were written to the USB device 0403:6001 with status Success/m,
         diag,
       );
-      const size = Number(r.stdout.match(/; \d+ buffers of (\d+) B;/)?.[1]);
-      assert.ok(size > 0, diag);
       const sent = [...r.stdout.matchAll(/^ {2}P(\d) (?:main {2}|Worker) \S+ +([\d,]+) records /gm)]
         .map((m) => [Number(m[1]), Number(m[2].replaceAll(",", ""))]);
       assert.deepEqual(sent.map(([p]) => p), [0, 1, 2, 3], diag);
 
-      const records = checkDemoRecords(ftdi, sent.map(([, n]) => n), size);
+      const records = checkDemoRecords(ftdi, sent.map(([, n]) => n));
       console.log(
         `FTDI demo: boot ${ms(r.bootMs)}, guest total ${
           ms(r.totalMs)
