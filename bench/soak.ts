@@ -11,7 +11,8 @@
  * again with the V8 flags above (see `V8_FLAGS`) when it may run subprocesses; `--no-respawn`
  * stops that.
  *
- * Load: each producer (tests/fixtures/mixed_producer.ts) fetches or acquires, enqueues at tail
+ * Load: each producer (tests/fixtures/mixed_producer.ts; the Workers run its `mixed` job,
+ * tests/fixtures/producer_jobs.ts) fetches or acquires, enqueues at tail
  * and head, `enqueueAndWait`s with and without `keep` (checking the handler's reply comes back in
  * the buffer), aborts waits, reuses, and completes with `workCompleted` the items the handler
  * pended for it; the Workers call `onIdle` with short timeouts; the main thread flushes now and
@@ -26,7 +27,6 @@
  * if memory grew, an invariant broke, a promise did not settle or anything unexpected happened.
  */
 import { type QueueStats, ThreadedBufferQueue } from "../mod.ts";
-import type { WatchdogMessage, WatchdogQueues } from "../tests/fixtures/hang_watchdog_worker.ts";
 import {
   Control,
   controlWords,
@@ -37,16 +37,14 @@ import {
   newCounters,
   runMixedProducer,
 } from "../tests/fixtures/mixed_producer.ts";
-import type { ProducerMessage, StartMessage } from "../tests/fixtures/mixed_producer_worker.ts";
-import { total, within } from "../tests/helpers.ts";
-
-function option(name: string, fallback: number): number {
-  const at = Deno.args.indexOf(`--${name}`);
-  if (at < 0) return fallback;
-  const value = Number(Deno.args[at + 1]);
-  if (!Number.isFinite(value) || value < 0) throw new Error(`--${name} needs a number`);
-  return value;
-}
+import {
+  numberOption as option,
+  ProducerWorker,
+  sleep,
+  total,
+  watchMainThread,
+  within,
+} from "../tests/helpers.ts";
 
 const SECONDS = option("seconds", 300);
 const POOL = option("pool", 32);
@@ -92,15 +90,12 @@ const BOUNDS = gc
   : { heapSlope: 8 * MiB, heapMedian: 12 * MiB, rssSlope: 16 * MiB, rssMedian: 24 * MiB };
 
 const handlers = new URL("./soak_handlers.ts", import.meta.url);
-const producerWorker = new URL("../tests/fixtures/mixed_producer_worker.ts", import.meta.url);
-const watchdogWorker = new URL("../tests/fixtures/hang_watchdog_worker.ts", import.meta.url);
 
 const failures: string[] = [];
 let failureCount = 0;
 const fail = (message: string) => {
   if (failureCount++ < 40) failures.push(message);
 };
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 interface Sample {
   t: number;
@@ -172,62 +167,30 @@ await queue.start();
 const share = queue.share();
 
 // The watchdog reports a main thread that stopped running timers.
-const heartbeat = new Int32Array(new SharedArrayBuffer(4));
-const heartbeatTimer = setInterval(() => Atomics.add(heartbeat, 0, 1), 100);
-const watchdog = new Worker(watchdogWorker, { type: "module" });
-watchdog.postMessage(
-  {
-    heartbeat: heartbeat.buffer as SharedArrayBuffer,
-    staleMs: 5000,
-    killAfterMs: 30_000,
-    label: "soak",
-  } satisfies WatchdogMessage,
-);
-watchdog.postMessage([{ name: "soak queue", buffer: share.buffer }] satisfies WatchdogQueues);
+const watchdog = watchMainThread("soak");
+watchdog.watch([{ name: "soak queue", buffer: share.buffer }]);
 
 const ALL_HOWS = [How.Now, How.TimerPend, How.OwnerPend, How.Async, How.Reply];
 const workerCounters: MixedCounters[] = [];
-const workerDone: Promise<MixedCounters>[] = [];
-const workers: Worker[] = [];
+const workers: ProducerWorker<"mixed">[] = [];
 for (let i = 0; i < WORKERS; i++) {
   const producer = i + 1;
-  const worker = new Worker(producerWorker, { type: "module" });
-  workers.push(worker);
   workerCounters[i] = newCounters();
-  const started = Promise.withResolvers<void>();
-  const done = Promise.withResolvers<MixedCounters>();
-  workerDone.push(done.promise);
-  worker.onmessage = (event: MessageEvent<ProducerMessage>) => {
-    const message = event.data;
-    if (message.type === "started") started.resolve();
-    else if (message.type === "error") fail(`worker ${producer}: ${message.message}`);
-    else if (message.type === "counters") workerCounters[i] = message.counters;
-    else if (message.type === "done") {
-      workerCounters[i] = message.counters;
-      done.resolve(message.counters);
-    }
-  };
-  worker.onerror = (event) => {
-    event.preventDefault();
-    fail(`worker ${producer} failed: ${event.message}`);
-    started.resolve();
-    done.resolve(workerCounters[i]);
-  };
-  worker.postMessage(
-    {
-      type: "start",
-      share,
-      producer,
-      hows: ALL_HOWS,
-      seed: 1000 + producer,
-      control: control.buffer as SharedArrayBuffer,
-      maxOutstanding: 4,
-      yieldEvery: 4,
-      onIdleEvery: 500,
-      reportEveryMs: 1000,
-    } satisfies StartMessage,
-  );
-  await within(started.promise, 20_000, `producer Worker ${producer} start`);
+  const worker = new ProducerWorker(share, "mixed", {
+    producer,
+    hows: ALL_HOWS,
+    seed: 1000 + producer,
+    control: control.buffer as SharedArrayBuffer,
+    maxOutstanding: 4,
+    yieldEvery: 4,
+    onIdleEvery: 500,
+    reportEveryMs: 1000,
+  }, {
+    onError: (message) => fail(`worker ${producer}: ${message}`),
+    onProgress: (report) => workerCounters[i] = report.counters,
+  });
+  workers.push(worker);
+  await worker.started(20_000);
 }
 
 // ── load ───────────────────────────────────────────────────────────────────────────────────
@@ -347,11 +310,17 @@ while (elapsedS() < SECONDS && failureCount === 0) {
 
 clearInterval(flushTimer);
 Atomics.store(control, Control.STOP, 1);
-for (const worker of workers) worker.postMessage({ type: "stop" });
+for (const worker of workers) worker.command("stop");
 const runSeconds = elapsedS();
 try {
   await within(main, 20_000, "the main producer's waiters");
-  await within(Promise.all(workerDone), 20_000, "the producer Workers' waiters");
+  await within(
+    Promise.all(
+      workers.map(async (worker, i) => workerCounters[i] = (await worker.report()).counters),
+    ),
+    20_000,
+    "the producer Workers' waiters",
+  );
 } catch (error) {
   fail(describe(error));
 }
@@ -386,8 +355,7 @@ try {
   fail(describe(error));
 }
 for (const worker of workers) worker.terminate();
-clearInterval(heartbeatTimer);
-watchdog.terminate();
+watchdog.stop();
 if (reported.length) fail(`handler errors reported: ${reported.join("; ")}`);
 
 // ── verdict ────────────────────────────────────────────────────────────────────────────────

@@ -7,7 +7,7 @@
  * tests/fixtures/kill_stress_run.ts, in a subprocess with an outer time limit.
  */
 import assert from "node:assert/strict";
-import { runLimited, tail } from "./fixtures/run_limited.ts";
+import { runWithSummary } from "./fixtures/run_limited.ts";
 
 /** Kills in all (each costs a Worker start, ~20 ms of CPU on a 2-core machine). */
 const KILLS = 3000;
@@ -18,24 +18,21 @@ const DEADLINE_S = 150;
 const LIMIT_MS = 200_000;
 
 Deno.test("kill stress: producer Workers terminated at random moments, nothing hangs, close() recovers every buffer", async () => {
-  const run = await runLimited([
-    "run",
-    "--allow-all",
-    "tests/fixtures/kill_stress_run.ts",
-    "--kills",
-    String(KILLS),
-    "--sudden",
-    String(SUDDEN),
-    "--deadline",
-    String(DEADLINE_S),
-  ], LIMIT_MS);
-  const output = `${tail(run.stdout)}\n${tail(run.stderr)}`;
-  assert.ok(!run.timedOut, `the kill stress run hung (killed after ${LIMIT_MS} ms):\n${output}`);
-  const summary = run.stdout.match(/^KILL_STRESS .*$/m)?.[0];
-  console.log(summary ?? "(no summary)", `wall=${Math.round(run.ms)}ms`);
-  assert.equal(run.code, 0, output);
-  assert.ok(summary, `no KILL_STRESS line:\n${output}`);
-  const field = (name: string) => Number(summary.match(new RegExp(`\\b${name}=(\\d+)`))?.[1]);
+  const { summary, field } = await runWithSummary(
+    [
+      "run",
+      "--allow-all",
+      "tests/fixtures/kill_stress_run.ts",
+      "--kills",
+      String(KILLS),
+      "--sudden",
+      String(SUDDEN),
+      "--deadline",
+      String(DEADLINE_S),
+    ],
+    LIMIT_MS,
+    "KILL_STRESS",
+  );
   assert.ok(field("kills") >= KILLS, summary);
   assert.equal(field("zombies"), 0, summary);
   assert.equal(field("failures"), 0, summary);

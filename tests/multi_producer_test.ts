@@ -3,22 +3,12 @@
  * `share()` / `attach()`; and `close()` while producers in Workers are blocked.
  */
 import assert from "node:assert/strict";
-import { total } from "./helpers.ts";
+import { ProducerWorker, statsOf, total, until, within } from "./helpers.ts";
 import { isSuccess, Status, ThreadedBufferQueue } from "../mod.ts";
 import { H } from "../src/layout.ts";
-import type { CloseOutcome } from "./fixtures/stress_close_worker.ts";
-import {
-  L,
-  type Plan,
-  type ProducerReport,
-  runProducer,
-  statusFor,
-} from "./fixtures/stress_common.ts";
-import { TestWorker, until, within } from "./fixtures/stress_util.ts";
+import { L, type Plan, runProducer, statusFor } from "./fixtures/stress_common.ts";
 
 const handlers = new URL("./fixtures/stress_handlers.ts", import.meta.url);
-const producerWorker = new URL("./fixtures/stress_producer_worker.ts", import.meta.url);
-const closeWorker = new URL("./fixtures/stress_close_worker.ts", import.meta.url);
 
 const POOL = 4;
 
@@ -35,17 +25,19 @@ Deno.test("multi-producer: 4 Workers + main thread through a 4-buffer pool lose,
     handlerOptions: { log, mode: "record" },
     onError: (error, phase) => reported.push(`${phase}: ${error.message}`),
   });
-  const workers = plans.map(() => new TestWorker<ProducerReport>(producerWorker));
+  const workers: ProducerWorker<"stress">[] = [];
   try {
     await queue.start();
     const share = queue.share();
-    workers.forEach((worker, i) =>
-      worker.post({ share, producer: i + 1, plan: plans[i], count: PER_PRODUCER })
+    plans.forEach((plan, i) =>
+      workers.push(
+        new ProducerWorker(share, "stress", { producer: i + 1, plan, count: PER_PRODUCER }),
+      )
     );
     const reports = await within(
       Promise.all([
         runProducer(queue, 0, "mixed", PER_PRODUCER),
-        ...workers.map((worker) => worker.next(20_000)),
+        ...workers.map((worker) => worker.report(20_000)),
       ]),
       20_000,
       "the producers",
@@ -122,17 +114,10 @@ Deno.test("multi-producer: 4 Workers + main thread through a 4-buffer pool lose,
     );
 
     const stats = queue.stats();
-    assert.deepEqual(stats, {
-      free: 0,
-      queued: 0,
-      running: 0,
-      pending: 0,
-      held: POOL,
-      returning: 0,
-      completed: expectedCompleted,
-      cancelled: 0,
-      failed: expectedFailed,
-    });
+    assert.deepEqual(
+      stats,
+      statsOf({ held: POOL, completed: expectedCompleted, failed: expectedFailed }),
+    );
     for (const buffer of drained) queue.reuse(buffer);
     assert.deepEqual(reported, []);
   } finally {
@@ -142,11 +127,6 @@ Deno.test("multi-producer: 4 Workers + main thread through a 4-buffer pool lose,
     assert.equal(final.free, POOL);
   }
 });
-
-interface CloseMessage {
-  phase: "enqueued" | "acquiring" | "done";
-  outcome?: CloseOutcome;
-}
 
 /**
  * Pool of 4, handler pends forever (or the loop never starts, so items stay queued): Workers 1
@@ -167,17 +147,18 @@ async function closeWhileBlocked(startLoop: boolean): Promise<void> {
     { producer: 2, waits: 2, acquires: 1 },
     { producer: 3, waits: 0, acquires: 2 },
   ];
-  const workers = plan.map(() => new TestWorker<CloseMessage>(closeWorker));
+  const workers: ProducerWorker<"close">[] = [];
   let mainAcquire: Promise<string> | undefined;
   try {
     if (startLoop) await queue.start();
     const share = queue.share();
-    for (const [i, worker] of workers.entries()) {
-      worker.post({ share, producer: plan[i].producer, waits: plan[i].waits });
+    for (const options of plan) {
+      const worker = new ProducerWorker(share, "close", options);
+      workers.push(worker);
       assert.equal((await worker.next()).phase, "enqueued");
     }
-    for (const [i, worker] of workers.entries()) {
-      worker.post({ acquires: plan[i].acquires });
+    for (const worker of workers) {
+      worker.command("acquire");
       assert.equal((await worker.next()).phase, "acquiring");
     }
     mainAcquire = queue.acquire().then(
@@ -197,23 +178,13 @@ async function closeWhileBlocked(startLoop: boolean): Promise<void> {
     const outcomes = await Promise.all(workers.map((worker) => worker.next(10_000)));
     for (const [i, message] of outcomes.entries()) {
       assert.equal(message.phase, "done");
-      assert.deepEqual(message.outcome, {
+      assert.deepEqual(message.report, {
         waits: Array(plan[i].waits).fill(`status:${Status.Cancelled}`),
         acquires: Array(plan[i].acquires).fill("rejected:Closed"),
       }, `worker ${plan[i].producer}`);
     }
     assert.equal(await within(mainAcquire, 5_000, "main acquire"), "rejected:Closed");
-    assert.deepEqual(final, {
-      free: POOL,
-      queued: 0,
-      running: 0,
-      pending: 0,
-      held: 0,
-      returning: 0,
-      completed: 0,
-      cancelled: POOL,
-      failed: 0,
-    });
+    assert.deepEqual(final, statsOf({ free: POOL, cancelled: POOL }));
     assert.equal(Atomics.load(words, L.CLEANUP_FINISHED), POOL, "reuseCleanup per buffer");
     assert.equal(Atomics.load(shared, H.FREE_SLEEPERS), 0, "no acquire still asleep");
   } finally {

@@ -4,15 +4,12 @@
  * settles once with a legitimate outcome, `reuseCleanup` runs once per round, stats add up.
  */
 import assert from "node:assert/strict";
-import { total } from "./helpers.ts";
+import { statsOf, total, until, within } from "./helpers.ts";
 import { isSuccess, Status, ThreadedBufferQueue, type WorkBuffer } from "../mod.ts";
+import { How, prng } from "./fixtures/mixed_producer.ts";
 import { fill, L, statusFor } from "./fixtures/stress_common.ts";
-import { until, within } from "./fixtures/stress_util.ts";
 
 const handlers = new URL("./fixtures/stress_handlers.ts", import.meta.url);
-
-/** How the handler treats an item (the `producer` field of the item). */
-const How = { Now: 0, TimerPend: 1, OwnerPend: 2, Async: 3 } as const;
 
 type Op =
   | "wait"
@@ -32,18 +29,6 @@ interface Round {
   settled: { status?: number; reason?: unknown; times: number };
   /** The abort reason this round's signal used, if any. */
   reason?: unknown;
-}
-
-/** A tiny deterministic PRNG, so a failure replays with the same seed. */
-function prng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6D2B79F5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 const ops: Op[] = [
@@ -267,17 +252,7 @@ async function pendingStress(
     assert.ok(flushCalls > 0);
     assert.ok(flushed <= cancelled, `flushed ${flushed} <= cancelled ${cancelled}`);
     const stats = queue.stats();
-    assert.deepEqual(stats, {
-      free: 0,
-      queued: 0,
-      running: 0,
-      pending: 0,
-      held: pool,
-      returning: 0,
-      completed,
-      cancelled,
-      failed,
-    });
+    assert.deepEqual(stats, statsOf({ held: pool, completed, cancelled, failed }));
     assert.equal(Atomics.load(w, L.CLEANUP_STARTED), rounds, "cleanups started");
     assert.equal(Atomics.load(w, L.CLEANUP_FINISHED), rounds, "cleanups finished");
     // The mix really happened.

@@ -49,7 +49,7 @@ import {
   writeJob,
 } from "./fixtures/property_reply_common.ts";
 import { fill, statusFor } from "./fixtures/stress_common.ts";
-import { within } from "./fixtures/stress_util.ts";
+import { statsOf, until, within } from "./helpers.ts";
 
 const handlers = new URL("./fixtures/stress_property_handlers.ts", import.meta.url);
 /** TBQ_PROPERTY_COVERAGE=1 prints which commands ran. */
@@ -125,33 +125,6 @@ function checkStats(m: Model, r: Real): void {
   assert.deepEqual(stats, expectedStats(m));
   assert.equal(stats.free + stats.queued + stats.held, m.allocated, "stats add up to the pool");
   assert.equal(r.queue.count(), m.queue.length);
-}
-
-/** Asserts `action` throws (or rejects with) a QueueError `code`, and that nothing changed. */
-async function misuse(
-  r: Real,
-  code: QueueErrorCode | "RangeError",
-  action: () => unknown,
-): Promise<void> {
-  const before = r.queue.stats();
-  const count = r.queue.count();
-  let thrown: unknown;
-  try {
-    const result = action();
-    if (result instanceof Promise) {
-      await within(result, 2_000, "a misused enqueueAndWait");
-    }
-  } catch (error) {
-    thrown = error;
-  }
-  if (code === "RangeError") {
-    assert.ok(thrown instanceof RangeError, `expected RangeError, got ${thrown}`);
-  } else {
-    assert.ok(thrown instanceof QueueError, `expected QueueError ${code}, got ${thrown}`);
-    assert.equal(thrown.code, code, String(thrown));
-  }
-  assert.deepEqual(r.queue.stats(), before, "misuse changed nothing");
-  assert.equal(r.queue.count(), count);
 }
 
 function pick<T>(list: readonly T[], at: number): T {
@@ -344,10 +317,14 @@ class Misuse implements Cmd {
     const { queue } = r;
     switch (this.kind) {
       case "foreignArray":
-        return await misuse(r, "ForeignBuffer", () => call(queue, this.verb, new Uint8Array(16)));
+        return await misuseOn(
+          r.queue,
+          "ForeignBuffer",
+          () => call(queue, this.verb, new Uint8Array(16)),
+        );
       case "foreignValue":
-        return await misuse(
-          r,
+        return await misuseOn(
+          r.queue,
           "ForeignBuffer",
           () =>
             call(
@@ -364,7 +341,7 @@ class Misuse implements Cmd {
         if (this.verb === "size") {
           buffer.size = 1; // its own handle may set it
         } else {
-          await misuse(r, "ForeignBuffer", () => call(queue, this.verb, buffer));
+          await misuseOn(r.queue, "ForeignBuffer", () => call(queue, this.verb, buffer));
         }
         r.other.reuse(buffer);
         if (grew) {
@@ -374,14 +351,22 @@ class Misuse implements Cmd {
         return;
       }
       case "stale":
-        return await misuse(r, "StaleBuffer", () => call(queue, this.verb, pick(r.stale, this.at)));
+        return await misuseOn(
+          r.queue,
+          "StaleBuffer",
+          () => call(queue, this.verb, pick(r.stale, this.at)),
+        );
       case "queued": {
         const id = pick(m.queue, this.at);
-        return await misuse(r, "BufferState", () => call(queue, this.verb, r.queued.get(id)));
+        return await misuseOn(
+          r.queue,
+          "BufferState",
+          () => call(queue, this.verb, r.queued.get(id)),
+        );
       }
       case "completeHeld":
-        return await misuse(
-          r,
+        return await misuseOn(
+          r.queue,
           "BufferState",
           () => queue.workCompleted(r.held.get(pick(m.held, this.at))!, Status.Success),
         );
@@ -389,7 +374,7 @@ class Misuse implements Cmd {
         const buffer = r.held.get(pick(m.held, this.at))!;
         const size = buffer.size;
         const bad = pick([-1, m.config.bufferSize + 1, 1.5, NaN, Infinity], this.at);
-        await misuse(r, "RangeError", () => (buffer.size = bad));
+        await misuseOn(r.queue, "RangeError", () => (buffer.size = bad));
         assert.equal(buffer.size, size, "a rejected size leaves the size alone");
         return;
       }
@@ -487,17 +472,10 @@ async function drain(m: Model, r: Real, log: Int32Array): Promise<void> {
   await r.queue.stop();
   await r.queue.onIdle();
   const stats = r.queue.stats();
-  assert.deepEqual(stats, {
-    free: m.allocated,
-    queued: 0,
-    running: 0,
-    pending: 0,
-    held: 0,
-    returning: 0,
-    completed,
-    cancelled: m.cancelled,
-    failed,
-  });
+  assert.deepEqual(
+    stats,
+    statsOf({ free: m.allocated, completed, cancelled: m.cancelled, failed }),
+  );
 }
 
 Deno.test("property: random API sequences on a stopped queue match the model; misuse changes nothing", async () => {
@@ -572,17 +550,7 @@ Deno.test("property: after close every method throws Closed and nothing changes"
           if (i >= held) queue.enqueue(buffer);
         }
         const final = await queue.close();
-        assert.deepEqual(final, {
-          free: 6,
-          queued: 0,
-          running: 0,
-          pending: 0,
-          held: 0,
-          returning: 0,
-          completed: 0,
-          cancelled: queued,
-          failed: 0,
-        });
+        assert.deepEqual(final, statsOf({ free: 6, cancelled: queued }));
         const closed = (action: () => unknown) =>
           assert.throws(action, (e) => e instanceof QueueError && e.code === "Closed");
         closed(() => queue.fetch());
@@ -1083,13 +1051,12 @@ function verify(m: RunModel, r: RunReal, open = true): void {
 /** Waits until the queue reaches the model's state, then checks everything. */
 async function settle(m: RunModel, r: RunReal): Promise<void> {
   const expected = runStats(m);
-  const deadline = performance.now() + SETTLE_MS;
-  for (let lag = lagging(m, r, expected); lag; lag = lagging(m, r, expected)) {
-    if (performance.now() > deadline) {
-      throw new Error(`the queue did not reach the model's state within ${SETTLE_MS} ms: ${lag}`);
-    }
-    await tick();
-  }
+  await until(
+    () => !lagging(m, r, expected),
+    SETTLE_MS,
+    () => `the queue to reach the model's state: ${lagging(m, r, expected)}`,
+    tick,
+  );
   verify(m, r);
 }
 
@@ -1761,17 +1728,7 @@ function startModel(q: QueueUnderTest): RunModel {
   const { free, completed, cancelled, failed } = stats;
   assert.deepEqual(
     { ...stats, completed: 0, cancelled: 0, failed: 0 },
-    {
-      free,
-      queued: 0,
-      running: 0,
-      pending: 0,
-      held: 0,
-      returning: 0,
-      completed: 0,
-      cancelled: 0,
-      failed: 0,
-    },
+    statsOf({ free }),
     "the queue starts idle",
   );
   const p = q.probe;
