@@ -20,8 +20,10 @@ import { type Command, fromWire, isReply, type Reply } from "./protocol.ts";
 export type { BufferQueueConfig, ThreadedBufferQueueConfig, WorkerPermissions };
 
 const workerEntry = new URL("./worker_loop.ts", import.meta.url);
-/** The files a Worker reads to run the loop and let handler modules import `mod.ts`. */
-const ownFiles = ["../mod.ts", "./", "../ffi/"].map((path) => new URL(path, import.meta.url));
+/** tbq's own modules, which a Worker loads to run the loop and the ready-made handlers. */
+const ownFiles = ["../mod.ts", "./", "../ffi/", "../storage/"].map((path) =>
+  new URL(path, import.meta.url)
+);
 
 /** Distributes `Omit` over the command union. */
 type Request = Command extends infer C ? C extends Command ? Omit<C, "id"> : never : never;
