@@ -6,18 +6,22 @@
  * path is `Atomics`, never `postMessage`. USB devices are reached through libusb with
  * {@linkcode Libusb} and {@linkcode UsbDevice}, usable in a Worker granted only the library.
  *
- * ```ts ignore
- * import { BufferDisposition, Status, ThreadedBufferQueue } from "./mod.ts";
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Status, ThreadedBufferQueue } from "./mod.ts";
  *
  * await using queue = await ThreadedBufferQueue.create({
  *   bufferQueue: { bufferCount: 16, bufferSize: 4096, contextSize: 16 },
- *   handlers: new URL("./device_handlers.ts", import.meta.url),
+ *   handlers: new URL("./examples/quick_start_handlers.ts", import.meta.url), // upper-cases
  *   handlerOptions: { vendorId: 0x0403, productId: 0x6001 },
  * });
  * await queue.start();
  * const buffer = await queue.acquire();
  * buffer.size = new TextEncoder().encodeInto("hello\n", buffer.data).written;
- * const status = await queue.enqueueAndWait(buffer);
+ * const status = await queue.enqueueAndWait(buffer, { keep: true });
+ * assert.equal(status, Status.Success);
+ * assert.equal(new TextDecoder().decode(buffer.data.subarray(0, buffer.size)), "HELLO\n");
+ * queue.reuse(buffer);
  * ```
  *
  * @module

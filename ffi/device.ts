@@ -12,7 +12,11 @@ import type { LibusbSymbols } from "./symbols.ts";
  *
  * @example
  * ```ts
- * import type { UsbDeviceInfo } from "./device.ts";
+ * import assert from "node:assert/strict";
+ * import { Libusb, type UsbDeviceInfo } from "../mod.ts";
+ * using usb = Libusb.open();
+ * const storage: UsbDeviceInfo[] = usb.devices().filter((d) => d.deviceClass === 0x08);
+ * assert.ok(storage.every((d) => d.vendorId >= 0 && d.vendorId <= 0xffff));
  * const info: UsbDeviceInfo = {
  *   vendorId: 0x46f4, productId: 0x0001, busNumber: 1, deviceAddress: 4,
  *   deviceClass: 0, deviceSubclass: 0, deviceProtocol: 0, deviceVersion: 0x0100, usbVersion: 0x0200,
@@ -68,8 +72,9 @@ export interface TransferOptions {
  *
  * @example
  * ```ts
- * import { DEFAULT_TIMEOUT } from "./device.ts";
- * console.log(DEFAULT_TIMEOUT); // 5000
+ * import assert from "node:assert/strict";
+ * import { DEFAULT_TIMEOUT } from "../mod.ts";
+ * assert.equal(DEFAULT_TIMEOUT, 5000); // ms, for a transfer whose options give no timeout
  * ```
  */
 export const DEFAULT_TIMEOUT = 5000;
@@ -215,11 +220,7 @@ export class UsbDevice implements Disposable {
    * Wraps an open `libusb_device_handle *`. Use `Libusb.openDevice` instead; this is for the
    * binding itself (and tests that supply their own symbols).
    *
-   * @example
-   * ```ts ignore
-   * import { UsbDevice } from "./device.ts";
-   * const dev = new UsbDevice(lib.symbols, handleAddress, info);
-   * ```
+   * @ignore
    */
   constructor(
     symbols: UsbDeviceSymbols,

@@ -12,8 +12,11 @@ import { registerStatusNames, Status, type StatusCode } from "../src/status.ts";
  *
  * @example
  * ```ts
- * import { UsbStatus } from "./errors.ts";
- * UsbStatus.AccessDenied === (0xC0000022 | 0); // true
+ * import assert from "node:assert/strict";
+ * import { statusName, UsbError, UsbStatus } from "../mod.ts";
+ * assert.equal(UsbStatus.AccessDenied, 0xC0000022 | 0);
+ * assert.equal(new UsbError(-3, { operation: "open" }).status, UsbStatus.AccessDenied); // LIBUSB_ERROR_ACCESS
+ * assert.equal(statusName(UsbStatus.AccessDenied), "AccessDenied");
  * ```
  */
 export const UsbStatus = {
@@ -160,8 +163,10 @@ const byCode: ReadonlyMap<number, LibusbErrorInfo> = new Map(
  *
  * @example
  * ```ts
- * import { LibusbError } from "./errors.ts";
- * LibusbError.TIMEOUT; // -7
+ * import assert from "node:assert/strict";
+ * import { LibusbError, UsbError } from "../mod.ts";
+ * assert.equal(LibusbError.TIMEOUT, -7);
+ * assert.equal(new UsbError(LibusbError.TIMEOUT, { operation: "transferIn(0x81)" }).name, "LIBUSB_ERROR_TIMEOUT");
  * ```
  */
 export const LibusbError = {
@@ -219,9 +224,12 @@ export function libusbError(code: number): LibusbErrorInfo {
  *
  * @example
  * ```ts
- * import { UsbError, type UsbErrorOptions } from "./errors.ts";
+ * import assert from "node:assert/strict";
+ * import { UsbError, type UsbErrorOptions } from "../mod.ts";
  * const options: UsbErrorOptions = { operation: "transferOut(0x02)", transferred: 10 };
- * console.log(new UsbError(-7, options).message);
+ * const error = new UsbError(-7, options);
+ * assert.equal(error.transferred, 10);
+ * assert.match(error.message, /transferOut\(0x02\)/);
  * ```
  */
 export interface UsbErrorOptions {
@@ -244,12 +252,13 @@ export interface UsbErrorOptions {
  *
  * @example
  * ```ts
- * import { Status } from "../src/status.ts";
- * import { UsbError } from "./errors.ts";
+ * import assert from "node:assert/strict";
+ * import { Status, UsbError } from "../mod.ts";
  * try {
  *   throw new UsbError(-7, { operation: "transferIn(0x81)" });
  * } catch (error) {
- *   if (error instanceof UsbError && error.status === Status.IoTimeout) console.log(error.message);
+ *   assert.ok(error instanceof UsbError);
+ *   assert.deepEqual([error.code, error.name, error.status], [-7, "LIBUSB_ERROR_TIMEOUT", Status.IoTimeout]);
  * }
  * ```
  */
@@ -268,9 +277,11 @@ export class UsbError extends Error {
    *
    * @example
    * ```ts
-   * import { UsbError } from "./errors.ts";
+   * import assert from "node:assert/strict";
+   * import { UsbError, UsbStatus } from "../mod.ts";
    * const error = new UsbError(-3, { operation: "openDevice(46f4:0001)" });
-   * console.log(error.name, error.status);
+   * assert.equal(error.name, "LIBUSB_ERROR_ACCESS");
+   * assert.equal(error.status, UsbStatus.AccessDenied);
    * ```
    */
   constructor(code: number, options: UsbErrorOptions = {}) {

@@ -11,11 +11,14 @@ import { registerErrorClass } from "../src/protocol.ts";
  *
  * @example
  * ```ts
- * import { LibusbNotFoundError, libusbPath } from "./library.ts";
+ * import assert from "node:assert/strict";
+ * import { Libusb, LibusbNotFoundError } from "../mod.ts";
  * try {
- *   libusbPath();
+ *   Libusb.open({ path: "/nonexistent/libusb-1.0.so.0" });
+ *   assert.fail("opened a library that does not exist");
  * } catch (error) {
- *   if (error instanceof LibusbNotFoundError) console.log(error.tried);
+ *   assert.ok(error instanceof LibusbNotFoundError);
+ *   assert.deepEqual(error.tried, ["/nonexistent/libusb-1.0.so.0"]);
  * }
  * ```
  */
@@ -28,8 +31,11 @@ export class LibusbNotFoundError extends Error {
    *
    * @example
    * ```ts
-   * import { LibusbNotFoundError } from "./library.ts";
-   * console.log(new LibusbNotFoundError(["/nonexistent"]).message);
+   * import assert from "node:assert/strict";
+   * import { LibusbNotFoundError } from "../mod.ts";
+   * const error = new LibusbNotFoundError(["/nonexistent"]);
+   * assert.match(error.message, /\/nonexistent/);
+   * assert.match(error.message, /LIBUSB_PATH/);
    * ```
    */
   constructor(tried: readonly string[], detail?: string, options?: ErrorOptions) {
@@ -210,12 +216,12 @@ export function findLibusb(lookup: LibusbLookup = {}): string {
  *
  * @example
  * ```ts
- * import { libusbPath } from "./library.ts";
- * const worker = new Worker(new URL("./handlers/bulk_writer.ts", import.meta.url), {
- *   type: "module",
- *   deno: { permissions: { ffi: [libusbPath()], read: true } },
- * });
- * worker.terminate();
+ * import assert from "node:assert/strict";
+ * import { Libusb, libusbPath } from "../mod.ts";
+ * const path = libusbPath(); // grant exactly this: --allow-ffi=<path>, or a Worker's ffi: [path]
+ * assert.ok(path.startsWith("/"));
+ * using usb = Libusb.open();
+ * assert.equal(usb.path, path);
  * ```
  */
 export function libusbPath(): string {

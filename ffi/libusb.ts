@@ -14,9 +14,12 @@ import { type LibusbSymbols, libusbSymbols } from "./symbols.ts";
  *
  * @example
  * ```ts
- * import type { LibusbVersion } from "./libusb.ts";
- * const v: LibusbVersion = { major: 1, minor: 0, micro: 26, nano: 11724 };
- * console.log(`${v.major}.${v.minor}.${v.micro}`);
+ * import assert from "node:assert/strict";
+ * import { Libusb, type LibusbVersion } from "../mod.ts";
+ * using usb = Libusb.open();
+ * const v: LibusbVersion = usb.version;
+ * assert.equal(v.major, 1);
+ * assert.match(`${v.major}.${v.minor}.${v.micro}`, /^1\.0\.\d+$/);
  * ```
  */
 export interface LibusbVersion {
@@ -39,8 +42,11 @@ export interface LibusbVersion {
  *
  * @example
  * ```ts
- * import type { LibusbOpenOptions } from "./libusb.ts";
- * const options: LibusbOpenOptions = { path: "/usr/lib/x86_64-linux-gnu/libusb-1.0.so.0" };
+ * import assert from "node:assert/strict";
+ * import { Libusb, type LibusbOpenOptions, libusbPath } from "../mod.ts";
+ * const options: LibusbOpenOptions = { path: libusbPath() };
+ * using usb = Libusb.open(options);
+ * assert.equal(usb.path, options.path);
  * ```
  */
 export interface LibusbOpenOptions {
@@ -56,8 +62,11 @@ export interface LibusbOpenOptions {
  *
  * @example
  * ```ts
- * import type { UsbDeviceFilter } from "./libusb.ts";
- * const filter: UsbDeviceFilter = { vendorId: 0x0403, productId: 0x6001, serialNumber: "A50285BI" };
+ * import assert from "node:assert/strict";
+ * import { Libusb, Status, type UsbDeviceFilter } from "../mod.ts";
+ * const filter: UsbDeviceFilter = { vendorId: 0xfffe, productId: 0x6001, serialNumber: "A50285BI" };
+ * using usb = Libusb.open();
+ * assert.throws(() => usb.openDevice(filter), { status: Status.DeviceNotConnected }); // none here
  * ```
  */
 export interface UsbDeviceFilter {
@@ -74,8 +83,11 @@ export interface UsbDeviceFilter {
  *
  * @example
  * ```ts
- * import type { DevicesOptions } from "./libusb.ts";
- * const quick: DevicesOptions = { strings: false };
+ * import assert from "node:assert/strict";
+ * import { type DevicesOptions, Libusb } from "../mod.ts";
+ * const quick: DevicesOptions = { strings: false }; // ids and addresses only
+ * using usb = Libusb.open();
+ * assert.ok(usb.devices(quick).every((d) => d.product === undefined));
  * ```
  */
 export interface DevicesOptions {
@@ -287,9 +299,11 @@ interface Descriptor {
  *
  * @example
  * ```ts
- * import { Libusb } from "./libusb.ts";
+ * import assert from "node:assert/strict";
+ * import { Libusb } from "../mod.ts";
  * using usb = Libusb.open();
- * console.log(usb.version.major, usb.devices().length);
+ * assert.equal(usb.version.major, 1);
+ * assert.ok(Array.isArray(usb.devices())); // [] on a machine without USB (see initError)
  * ```
  */
 export class Libusb implements Disposable {
@@ -310,6 +324,7 @@ export class Libusb implements Disposable {
   #finalized = false;
   #resolveClosed: () => void;
 
+  /** @ignore Use `Libusb.open`. */
   private constructor(
     path: string,
     lib: Deno.DynamicLibrary<typeof libusbSymbols>,
@@ -333,9 +348,11 @@ export class Libusb implements Disposable {
    *
    * @example
    * ```ts
-   * import { Libusb } from "./libusb.ts";
-   * import { libusbPath } from "./library.ts";
+   * import assert from "node:assert/strict";
+   * import { Libusb, libusbPath, LibusbNotFoundError } from "../mod.ts";
    * using usb = Libusb.open({ path: libusbPath() });
+   * assert.equal(usb.path, libusbPath());
+   * assert.throws(() => Libusb.open({ path: "/nonexistent/libusb.so" }), LibusbNotFoundError);
    * ```
    */
   static open(options: LibusbOpenOptions = {}): Libusb {
@@ -396,10 +413,11 @@ export class Libusb implements Disposable {
    *
    * @example
    * ```ts
-   * import { Libusb } from "./libusb.ts";
+   * import assert from "node:assert/strict";
+   * import { Libusb } from "../mod.ts";
    * using usb = Libusb.open();
    * const { major, minor, micro } = usb.version;
-   * console.log(`libusb ${major}.${minor}.${micro}`);
+   * assert.ok(major === 1 && minor >= 0 && micro >= 0, `libusb ${major}.${minor}.${micro}`);
    * ```
    */
   get version(): LibusbVersion {
@@ -521,11 +539,13 @@ export class Libusb implements Disposable {
    *
    * @example
    * ```ts
-   * import { Libusb } from "./libusb.ts";
+   * import assert from "node:assert/strict";
+   * import { Libusb } from "../mod.ts";
    * using usb = Libusb.open();
    * for (const d of usb.devices()) {
    *   console.log(d.vendorId.toString(16), d.productId.toString(16), d.product ?? "");
    * }
+   * if (usb.initError) assert.deepEqual(usb.devices(), []); // no USB subsystem here
    * ```
    */
   devices(options: DevicesOptions = {}): UsbDeviceInfo[] {
@@ -553,11 +573,14 @@ export class Libusb implements Disposable {
    * that opening a matching device gave (e.g. `LIBUSB_ERROR_ACCESS`). Never returns null.
    *
    * @example
-   * ```ts ignore
-   * import { Libusb } from "./libusb.ts";
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { Libusb, Status, UsbError } from "../mod.ts";
    * using usb = Libusb.open();
-   * using dev = usb.openDevice({ vendorId: 0x46f4, productId: 0x0001 });
-   * dev.claimInterface(0);
+   * // With the device plugged in: using dev = usb.openDevice(…); dev.claimInterface(0);
+   * assert.throws(() => usb.openDevice({ vendorId: 0xfffe, productId: 0x0001 }), (error) =>
+   *   error instanceof UsbError && error.name === "LIBUSB_ERROR_NOT_FOUND" &&
+   *   error.status === Status.DeviceNotConnected);
    * ```
    */
   openDevice(filter: UsbDeviceFilter): UsbDevice {
@@ -638,10 +661,13 @@ export class Libusb implements Disposable {
    *
    * @example
    * ```ts
-   * import { Libusb } from "./libusb.ts";
+   * import assert from "node:assert/strict";
+   * import { Libusb } from "../mod.ts";
    * const usb = Libusb.open();
    * usb.close();
+   * usb.close(); // idempotent
    * await usb.closed;
+   * assert.throws(() => usb.devices());
    * ```
    */
   close(): void {
@@ -656,10 +682,15 @@ export class Libusb implements Disposable {
    *
    * @example
    * ```ts
-   * import { Libusb } from "./libusb.ts";
+   * import assert from "node:assert/strict";
+   * import { Libusb } from "../mod.ts";
+   * let escaped: Libusb;
    * {
    *   using usb = Libusb.open();
+   *   escaped = usb;
    * } // closed here
+   * await escaped.closed;
+   * assert.throws(() => escaped.devices());
    * ```
    */
   [Symbol.dispose](): void {

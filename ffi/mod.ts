@@ -5,9 +5,11 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { Libusb, libusbPath } from "./mod.ts";
  * using usb = Libusb.open({ path: libusbPath() });
- * console.log(usb.version, usb.devices());
+ * assert.equal(usb.version.major, 1);
+ * console.log(usb.devices()); // [] on a machine without USB
  * ```
  *
  * @module

@@ -12,8 +12,13 @@ import { libusbPath } from "./library.ts";
  *
  * @example
  * ```ts
- * import type { UsbPermissionsOptions } from "./permissions.ts";
- * const options: UsbPermissionsOptions = { read: ["/srv/firmware.bin"] };
+ * import assert from "node:assert/strict";
+ * import { type UsbPermissionsOptions, usbWorkerPermissions } from "../mod.ts";
+ * const options: UsbPermissionsOptions = { libusbPath: "/opt/libusb-1.0.so.0", read: ["/srv/firmware.bin"] };
+ * assert.deepEqual(usbWorkerPermissions(options), {
+ *   ffi: ["/opt/libusb-1.0.so.0"], read: ["/srv/firmware.bin"],
+ *   env: false, net: false, run: false, sys: false, write: false, import: false,
+ * });
  * ```
  */
 export interface UsbPermissionsOptions {
@@ -30,14 +35,17 @@ export interface UsbPermissionsOptions {
  * `libusbPath()` as a handler option, since the Worker may not read the environment or stat files.
  *
  * @example
- * ```ts ignore
- * import { libusbPath, ThreadedBufferQueue, usbWorkerPermissions } from "../mod.ts";
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { bulkWriterHandlers, libusbPath, ThreadedBufferQueue, usbWorkerPermissions } from "../mod.ts";
+ * assert.deepEqual(usbWorkerPermissions(), usbWorkerPermissions({ libusbPath: libusbPath() }));
  * await using queue = await ThreadedBufferQueue.create({
  *   bufferQueue: { bufferCount: 8, bufferSize: 4096 },
- *   handlers: new URL("../ffi/handlers/bulk_writer.ts", import.meta.url),
+ *   handlers: bulkWriterHandlers, // loads under these permissions; pre opens the device at start()
  *   handlerOptions: { vendorId: 0x0403, productId: 0x6001, endpoint: 0x02, libusbPath: libusbPath() },
  *   permissions: usbWorkerPermissions(),
  * });
+ * assert.equal(queue.running, false);
  * ```
  */
 export function usbWorkerPermissions(options: UsbPermissionsOptions = {}): WorkerPermissions {

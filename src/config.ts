@@ -12,11 +12,20 @@ import type { LayoutSizes } from "./layout.ts";
  *
  * @example
  * ```ts
- * import type { BufferQueueConfig } from "../mod.ts";
- * const pool: BufferQueueConfig = { bufferCount: 16, bufferSize: 4096, contextSize: 16 };
+ * import assert from "node:assert/strict";
+ * import { type BufferQueueConfig, ThreadedBufferQueue } from "../mod.ts";
+ * // No buffer up front; fetch grows the pool by one, up to two:
  * const growing: BufferQueueConfig = {
- *   bufferCount: 0, bufferSize: 512, enableLookAside: true, maxBufferCount: 64,
+ *   bufferCount: 0, bufferSize: 512, enableLookAside: true, maxBufferCount: 2,
  * };
+ * await using queue = await ThreadedBufferQueue.create({
+ *   bufferQueue: growing,
+ *   handlers: new URL("../examples/quick_start_handlers.ts", import.meta.url),
+ * });
+ * const [a, b] = [queue.fetch()!, queue.fetch()!];
+ * assert.equal(queue.fetch(), null);
+ * queue.reuse(a);
+ * queue.reuse(b);
  * ```
  */
 export interface BufferQueueConfig {
@@ -42,8 +51,16 @@ export interface BufferQueueConfig {
  *
  * @example
  * ```ts
- * import type { WorkerPermissions } from "../mod.ts";
- * const permissions: WorkerPermissions = { ffi: ["/usr/lib/x86_64-linux-gnu/libusb-1.0.so.0"] };
+ * import assert from "node:assert/strict";
+ * import { Status, ThreadedBufferQueue, type WorkerPermissions } from "../mod.ts";
+ * const permissions: WorkerPermissions = "none"; // still enough to load tbq and the handlers
+ * await using queue = await ThreadedBufferQueue.create({
+ *   bufferQueue: { bufferCount: 2, bufferSize: 64 },
+ *   handlers: new URL("../examples/quick_start_handlers.ts", import.meta.url),
+ *   permissions,
+ * });
+ * await queue.start();
+ * assert.equal(await queue.enqueueAndWait(await queue.acquire()), Status.Success);
  * ```
  */
 export type WorkerPermissions = "inherit" | "none" | {
@@ -62,12 +79,19 @@ export type WorkerPermissions = "inherit" | "none" | {
  *
  * @example
  * ```ts
- * import type { ThreadedBufferQueueConfig } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * import { ThreadedBufferQueue, type ThreadedBufferQueueConfig } from "../mod.ts";
+ * const errors: string[] = [];
  * const config: ThreadedBufferQueueConfig<{ vendorId: number }> = {
  *   bufferQueue: { bufferCount: 8, bufferSize: 64 },
- *   handlers: new URL("./handlers.ts", import.meta.url),
- *   handlerOptions: { vendorId: 0x0403 },
+ *   handlers: new URL("../examples/quick_start_handlers.ts", import.meta.url),
+ *   handlerOptions: { vendorId: 0x0403 }, // the handlers' ctx.options
+ *   onError: (error, phase) => errors.push(`${phase}: ${error.message}`),
+ *   disposeTimeout: 1000,
  * };
+ * await using queue = await ThreadedBufferQueue.create(config);
+ * assert.equal(queue.bufferSize, 64);
+ * assert.deepEqual(errors, []);
  * ```
  */
 export interface ThreadedBufferQueueConfig<Options = unknown> {

@@ -21,6 +21,14 @@ import { Status, type StatusCode } from "./status.ts";
  * | `Closed` | the queue is closed or closing |
  * | `WorkerFailed` | the worker thread died, or was terminated by a forced `close` |
  * | `LockTimeout` | a call could not get the pool's lock within a bounded time |
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { QueueError, type QueueErrorCode, Status } from "../mod.ts";
+ * const code: QueueErrorCode = "StaleBuffer";
+ * assert.equal(new QueueError(code, "its round is over").status, Status.InvalidParameter);
+ * ```
  */
 export type QueueErrorCode =
   | "InvalidConfig"
@@ -52,12 +60,17 @@ const statusOfCode: Record<QueueErrorCode, StatusCode> = {
  *
  * @example
  * ```ts
- * import { QueueError } from "../mod.ts";
- * try {
- *   throw new QueueError("BufferState", "buffer is already queued");
- * } catch (error) {
- *   if (error instanceof QueueError && error.code === "BufferState") console.log(error.status);
- * }
+ * import assert from "node:assert/strict";
+ * import { QueueError, Status, ThreadedBufferQueue } from "../mod.ts";
+ * await using queue = await ThreadedBufferQueue.create({
+ *   bufferQueue: { bufferCount: 2, bufferSize: 64 },
+ *   handlers: new URL("../examples/quick_start_handlers.ts", import.meta.url),
+ * });
+ * const buffer = queue.fetch()!;
+ * queue.enqueue(buffer);
+ * assert.throws(() => queue.enqueue(buffer), QueueError); // already queued
+ * assert.throws(() => queue.enqueue(buffer), { code: "BufferState", status: Status.InvalidDeviceState });
+ * assert.equal(queue.count(), 1); // misuse changed nothing
  * ```
  */
 export class QueueError extends Error {
@@ -66,7 +79,18 @@ export class QueueError extends Error {
   /** The NTSTATUS for it (e.g. `InvalidDeviceState` for `AlreadyRunning`). */
   readonly status: StatusCode;
 
-  /** Makes an error with a code, a message that says what to do, and an optional cause. */
+  /**
+   * Makes an error with a code, a message that says what to do, and an optional cause.
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { QueueError, Status } from "../mod.ts";
+   * const error = new QueueError("Closed", "the queue is closed", { cause: "shutdown" });
+   * assert.deepEqual([error.name, error.code, error.status], ["QueueError", "Closed", Status.InvalidDeviceState]);
+   * assert.equal(error.cause, "shutdown");
+   * ```
+   */
   constructor(code: QueueErrorCode, message: string, options?: ErrorOptions) {
     super(message, options);
     this.name = "QueueError";

@@ -13,16 +13,22 @@ import type { BufferDisposition, StatusCode } from "./status.ts";
  *
  * @example
  * ```ts
- * import { BufferDisposition, defineWorkHandlers } from "../mod.ts";
- * export default defineWorkHandlers({
+ * import assert from "node:assert/strict";
+ * import { BufferDisposition, defineWorkHandlers, type WorkItem } from "../mod.ts";
+ * const handlers = defineWorkHandlers({
  *   work(item) {
- *     console.log(item.size, item.data.length === item.size, item.context.byteLength);
  *     // Hand a reply back to an `enqueueAndWait(buffer, { keep: true })` caller:
- *     item.data.set([0x06]);
+ *     item.data[0] = 0x06;
  *     item.size = 1;
  *     return BufferDisposition.WorkComplete;
  *   },
  * });
+ * // The handler module exports it: export default handlers;
+ * // A handler is a plain function, testable without a queue:
+ * const data = new Uint8Array(8);
+ * const item: WorkItem = { data, context: new Uint8Array(0), size: 8, index: 0, signal: new AbortController().signal };
+ * handlers.work(item, { options: undefined, signal: item.signal, workCompleted() {} });
+ * assert.deepEqual([item.size, data[0]], [1, 0x06]);
  * ```
  */
 export interface WorkItem {
@@ -50,8 +56,12 @@ export interface WorkItem {
  *
  * @example
  * ```ts
- * import { BufferDisposition, Status, type WorkResult } from "../mod.ts";
- * const result: WorkResult = { disposition: BufferDisposition.WorkComplete, status: Status.IoTimeout };
+ * import assert from "node:assert/strict";
+ * import { BufferDisposition, Status, statusName, type WorkResult } from "../mod.ts";
+ * const timedOut: WorkResult = { disposition: BufferDisposition.WorkComplete, status: Status.IoTimeout };
+ * const done: WorkResult = BufferDisposition.WorkComplete; // status Success
+ * assert.equal(typeof timedOut === "object" && statusName(timedOut.status!), "IoTimeout");
+ * assert.equal(done, 1);
  * ```
  */
 export type WorkResult =
@@ -63,13 +73,24 @@ export type WorkResult =
  *
  * @example
  * ```ts
- * import { defineWorkHandlers, Status, BufferDisposition } from "../mod.ts";
- * export default defineWorkHandlers<{ delayMs: number }>({
+ * import assert from "node:assert/strict";
+ * import { BufferDisposition, defineWorkHandlers, Status, type WorkContext } from "../mod.ts";
+ * const handlers = defineWorkHandlers<{ delayMs: number }>({
  *   work(item, ctx) {
  *     setTimeout(() => ctx.workCompleted(item, Status.Success), ctx.options.delayMs);
  *     return BufferDisposition.WorkPending;
  *   },
  * });
+ * // The handler module exports it: export default handlers;
+ * // What the loop passes, faked to test the handler alone:
+ * const done = Promise.withResolvers<number | undefined>();
+ * const ctx: WorkContext<{ delayMs: number }> = {
+ *   options: { delayMs: 1 }, signal: new AbortController().signal,
+ *   workCompleted: (_item, status) => done.resolve(status),
+ * };
+ * const item = { data: new Uint8Array(0), context: new Uint8Array(0), size: 0, index: 0, signal: ctx.signal };
+ * assert.equal(handlers.work(item, ctx), BufferDisposition.WorkPending);
+ * assert.equal(await done.promise, Status.Success);
  * ```
  */
 export interface WorkContext<Options = unknown> {
@@ -91,9 +112,18 @@ export interface WorkContext<Options = unknown> {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { BufferDisposition, type WorkHandlers } from "../mod.ts";
- * const handlers: WorkHandlers = { work: () => BufferDisposition.WorkComplete };
- * console.log(typeof handlers.work); // "function"; the handler module exports it as default
+ * const opened: string[] = [];
+ * const handlers: WorkHandlers<{ device: string }> = {
+ *   pre: (ctx) => void opened.push(ctx.options.device), // once per start()
+ *   work: () => BufferDisposition.WorkComplete,
+ *   post: () => void opened.pop(), // once per stop()
+ * };
+ * // The handler module exports it: export default handlers;
+ * const ctx = { options: { device: "ftdi" }, signal: new AbortController().signal, workCompleted() {} };
+ * await handlers.pre?.(ctx);
+ * assert.deepEqual(opened, ["ftdi"]);
  * ```
  */
 export interface WorkHandlers<Options = unknown> {
@@ -112,15 +142,20 @@ export interface WorkHandlers<Options = unknown> {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { BufferDisposition, defineWorkHandlers, Status } from "../mod.ts";
  *
- * export default defineWorkHandlers({
+ * const handlers = defineWorkHandlers({
  *   work(item) {
  *     return item.size > 0
  *       ? BufferDisposition.WorkComplete
  *       : { disposition: BufferDisposition.WorkComplete, status: Status.InvalidParameter };
  *   },
  * });
+ * // The handler module exports it (export default handlers) for `handlers: new URL(…)`.
+ * const empty = { data: new Uint8Array(0), context: new Uint8Array(0), size: 0, index: 0, signal: AbortSignal.abort() };
+ * const ctx = { options: undefined, signal: empty.signal, workCompleted() {} };
+ * assert.deepEqual(handlers.work(empty, ctx), { disposition: BufferDisposition.WorkComplete, status: Status.InvalidParameter });
  * ```
  */
 export function defineWorkHandlers<Options = unknown>(

@@ -53,9 +53,18 @@ export const Completed = {
  *
  * @example
  * ```ts
- * import type { QueueStats } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * import { type QueueStats, ThreadedBufferQueue } from "../mod.ts";
  * const poolSize = (s: QueueStats) =>
  *   s.free + s.queued + s.running + s.pending + s.held + s.returning;
+ * await using queue = await ThreadedBufferQueue.create({
+ *   bufferQueue: { bufferCount: 4, bufferSize: 64 },
+ *   handlers: new URL("../examples/quick_start_handlers.ts", import.meta.url),
+ * });
+ * queue.enqueue(queue.fetch()!);
+ * const held = queue.fetch()!;
+ * assert.equal(poolSize(queue.stats()), 4); // always the whole pool
+ * queue.reuse(held);
  * ```
  */
 export interface QueueStats {

@@ -15,8 +15,16 @@ import { waitForChange } from "./wait.ts";
  * What `share()` returns and `attach()` takes: structured-cloneable (post it to a Worker).
  *
  * @example
- * ```ts ignore
- * worker.postMessage(queue.share());
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { type QueueShare, ThreadedBufferQueue } from "../mod.ts";
+ * await using queue = await ThreadedBufferQueue.create({
+ *   bufferQueue: { bufferCount: 2, bufferSize: 64 },
+ *   handlers: new URL("../examples/quick_start_handlers.ts", import.meta.url),
+ * });
+ * const share: QueueShare = structuredClone(queue.share()); // what a Worker receives
+ * assert.equal(share.buffer, share.buffer as SharedArrayBuffer);
+ * assert.equal(ThreadedBufferQueue.attach(share).bufferSize, 64);
  * ```
  */
 export interface QueueShare {
@@ -31,8 +39,16 @@ export interface QueueShare {
  *
  * @example
  * ```ts
- * import type { WaitOptions } from "../mod.ts";
- * const options: WaitOptions = { signal: AbortSignal.timeout(1000) };
+ * import assert from "node:assert/strict";
+ * import { ThreadedBufferQueue, type WaitOptions } from "../mod.ts";
+ * await using queue = await ThreadedBufferQueue.create({
+ *   bufferQueue: { bufferCount: 1, bufferSize: 64 },
+ *   handlers: new URL("../examples/quick_start_handlers.ts", import.meta.url),
+ * });
+ * const held = await queue.acquire(); // the only buffer
+ * const options: WaitOptions = { signal: AbortSignal.abort(new Error("gave up")) };
+ * await assert.rejects(queue.acquire(options), { message: "gave up" });
+ * queue.reuse(held);
  * ```
  */
 export interface WaitOptions {
@@ -45,9 +61,19 @@ export interface WaitOptions {
  *
  * @example
  * ```ts
- * import type { EnqueueWaitOptions } from "../mod.ts";
- * // The handler's reply comes back in the same buffer:
- * const options: EnqueueWaitOptions = { keep: true, signal: AbortSignal.timeout(1000) };
+ * import assert from "node:assert/strict";
+ * import { type EnqueueWaitOptions, ThreadedBufferQueue } from "../mod.ts";
+ * await using queue = await ThreadedBufferQueue.create({
+ *   bufferQueue: { bufferCount: 1, bufferSize: 64 },
+ *   handlers: new URL("../examples/quick_start_handlers.ts", import.meta.url), // upper-cases
+ * });
+ * await queue.start();
+ * const buffer = await queue.acquire();
+ * buffer.size = new TextEncoder().encodeInto("ok", buffer.data).written;
+ * const options: EnqueueWaitOptions = { keep: true }; // the reply comes back in the buffer
+ * await queue.enqueueAndWait(buffer, options);
+ * assert.equal(new TextDecoder().decode(buffer.data.subarray(0, buffer.size)), "OK");
+ * queue.reuse(buffer); // held again: give it back (or enqueue it again)
  * ```
  */
 export interface EnqueueWaitOptions extends WaitOptions {
@@ -60,6 +86,8 @@ export interface EnqueueWaitOptions extends WaitOptions {
 }
 
 let bufferParts: (value: unknown, pool: Pool) => { slot: number; generation: number } | undefined;
+/** Makes the handle for a slot just fetched (module-private, like `bufferParts`). */
+let newBuffer: (pool: Pool, slot: number, data: Uint8Array, context: Uint8Array) => WorkBuffer;
 
 /**
  * A buffer fetched from the queue: fill `data` (and `context`), set `size`, then enqueue it. The
@@ -67,13 +95,21 @@ let bufferParts: (value: unknown, pool: Pool) => { slot: number; generation: num
  * method after that throws `QueueError` with code `StaleBuffer`.
  *
  * @example
- * ```ts ignore
- * const buffer = queue.fetch();
- * if (buffer) {
- *   const n = new TextEncoder().encodeInto("hello", buffer.data).written;
- *   buffer.size = n;
- *   queue.enqueue(buffer);
- * }
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { ThreadedBufferQueue } from "../mod.ts";
+ * await using queue = await ThreadedBufferQueue.create({
+ *   bufferQueue: { bufferCount: 2, bufferSize: 64, contextSize: 4 },
+ *   handlers: new URL("../examples/quick_start_handlers.ts", import.meta.url),
+ * });
+ * const buffer = queue.fetch()!;
+ * assert.equal(buffer.data.length, 64);
+ * assert.equal(buffer.context.length, 4);
+ * buffer.size = new TextEncoder().encodeInto("hello", buffer.data).written;
+ * queue.enqueue(buffer);
+ * await queue.start();
+ * await queue.onIdle();
+ * assert.throws(() => queue.enqueue(buffer), { code: "StaleBuffer" }); // its round is over
  * ```
  */
 export class WorkBuffer {
@@ -85,6 +121,7 @@ export class WorkBuffer {
   /** The buffer's context (`contextSize` bytes, zeroed at fetch; may be empty). */
   readonly context: Uint8Array;
 
+  /** @ignore Handles are made by `fetch` and `acquire`. */
   private constructor(pool: Pool, slot: number, data: Uint8Array, context: Uint8Array) {
     this.#pool = pool;
     this.#slot = slot;
@@ -96,6 +133,21 @@ export class WorkBuffer {
   /**
    * Bytes the work will see, from 0 to `bufferSize` (default). Other values throw RangeError.
    * After `enqueueAndWait(buffer, { keep: true })`, the size the handler left.
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { ThreadedBufferQueue } from "../mod.ts";
+   * await using queue = await ThreadedBufferQueue.create({
+   *   bufferQueue: { bufferCount: 1, bufferSize: 64 },
+   *   handlers: new URL("../examples/quick_start_handlers.ts", import.meta.url),
+   * });
+   * const buffer = queue.fetch()!;
+   * assert.equal(buffer.size, 64); // bufferSize by default
+   * buffer.size = 3;
+   * assert.throws(() => (buffer.size = 65), RangeError);
+   * queue.reuse(buffer);
+   * ```
    */
   get size(): number {
     return this.#pool.size(this.#slot);
@@ -105,7 +157,23 @@ export class WorkBuffer {
     this.#pool.setSize(this.#slot, this.#generation, size);
   }
 
-  /** The buffer's slot number in the pool. */
+  /**
+   * The buffer's slot number in the pool, from 0 to the number of buffers minus 1.
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { ThreadedBufferQueue } from "../mod.ts";
+   * await using queue = await ThreadedBufferQueue.create({
+   *   bufferQueue: { bufferCount: 2, bufferSize: 64 },
+   *   handlers: new URL("../examples/quick_start_handlers.ts", import.meta.url),
+   * });
+   * const [a, b] = [queue.fetch()!, queue.fetch()!];
+   * assert.deepEqual([a.index, b.index].sort(), [0, 1]);
+   * queue.reuse(a);
+   * queue.reuse(b);
+   * ```
+   */
   get index(): number {
     return this.#slot;
   }
@@ -115,11 +183,7 @@ export class WorkBuffer {
       value instanceof WorkBuffer && value.#pool === pool
         ? { slot: value.#slot, generation: value.#generation }
         : undefined;
-  }
-
-  /** @internal Makes the handle for a slot just fetched. */
-  static fromSlot(pool: Pool, slot: number, data: Uint8Array, context: Uint8Array): WorkBuffer {
-    return new WorkBuffer(pool, slot, data, context);
+    newBuffer = (pool, slot, data, context) => new WorkBuffer(pool, slot, data, context);
   }
 }
 
@@ -128,16 +192,20 @@ export class WorkBuffer {
  * `ThreadedBufferQueue` is one; `ThreadedBufferQueue.attach(share)` makes one in another Worker.
  *
  * @example
- * ```ts ignore
- * // In a Worker that received queue.share():
- * import { ThreadedBufferQueue } from "./mod.ts";
- * self.onmessage = async (event) => {
- *   const producer = ThreadedBufferQueue.attach(event.data);
- *   const buffer = await producer.acquire();
- *   buffer.data.set([1, 2, 3]);
- *   buffer.size = 3;
- *   const status = await producer.enqueueAndWait(buffer);
- * };
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { type QueueProducer, Status, ThreadedBufferQueue } from "../mod.ts";
+ * await using queue = await ThreadedBufferQueue.create({
+ *   bufferQueue: { bufferCount: 2, bufferSize: 64 },
+ *   handlers: new URL("../examples/quick_start_handlers.ts", import.meta.url),
+ * });
+ * await queue.start();
+ * // In a Worker that received queue.share() (here: the same thread):
+ * const producer: QueueProducer = ThreadedBufferQueue.attach(queue.share());
+ * const buffer = await producer.acquire();
+ * buffer.data.set([0x61, 0x62]);
+ * buffer.size = 2;
+ * assert.equal(await producer.enqueueAndWait(buffer), Status.Success);
  * ```
  */
 export class QueueProducer {
@@ -145,17 +213,43 @@ export class QueueProducer {
   readonly #data: Uint8Array[] = [];
   readonly #context: Uint8Array[] = [];
 
-  /** @internal Use `ThreadedBufferQueue.attach` (or the queue itself). */
+  /** @ignore Use `ThreadedBufferQueue.attach` (or the queue itself). */
   constructor(pool: Pool) {
     this.#pool = pool;
   }
 
-  /** Bytes of data per buffer. */
+  /**
+   * Bytes of data per buffer (`bufferQueue.bufferSize`).
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { ThreadedBufferQueue } from "../mod.ts";
+   * await using queue = await ThreadedBufferQueue.create({
+   *   bufferQueue: { bufferCount: 2, bufferSize: 512 },
+   *   handlers: new URL("../examples/quick_start_handlers.ts", import.meta.url),
+   * });
+   * assert.equal(queue.bufferSize, 512);
+   * ```
+   */
   get bufferSize(): number {
     return this.#pool.sizes.bufferSize;
   }
 
-  /** Bytes of context per buffer. */
+  /**
+   * Bytes of context per buffer (`bufferQueue.contextSize`, default 0).
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { ThreadedBufferQueue } from "../mod.ts";
+   * await using queue = await ThreadedBufferQueue.create({
+   *   bufferQueue: { bufferCount: 2, bufferSize: 512, contextSize: 8 },
+   *   handlers: new URL("../examples/quick_start_handlers.ts", import.meta.url),
+   * });
+   * assert.equal(queue.contextSize, 8);
+   * ```
+   */
   get contextSize(): number {
     return this.#pool.sizes.contextSize;
   }
@@ -163,6 +257,20 @@ export class QueueProducer {
   /**
    * A free buffer, zero-filled, with `size` = `bufferSize`; `null` when none is free. With
    * look-aside, the pool grows by one buffer (up to `maxBufferCount`) when none is free.
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { ThreadedBufferQueue } from "../mod.ts";
+   * await using queue = await ThreadedBufferQueue.create({
+   *   bufferQueue: { bufferCount: 1, bufferSize: 64 },
+   *   handlers: new URL("../examples/quick_start_handlers.ts", import.meta.url),
+   * });
+   * const buffer = queue.fetch();
+   * assert.ok(buffer);
+   * assert.equal(queue.fetch(), null); // none left
+   * queue.reuse(buffer);
+   * ```
    */
   fetch(): WorkBuffer | null {
     this.assertOpen();
@@ -170,10 +278,27 @@ export class QueueProducer {
     if (slot < 0) return null;
     const data = this.#data[slot] ??= this.#pool.dataView(slot);
     const context = this.#context[slot] ??= this.#pool.contextView(slot);
-    return WorkBuffer.fromSlot(this.#pool, slot, data, context);
+    return newBuffer(this.#pool, slot, data, context);
   }
 
-  /** Like `fetch`, but waits for a free buffer. Rejects with `signal.reason` on abort. */
+  /**
+   * Like `fetch`, but waits for a free buffer. Rejects with `signal.reason` on abort.
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { ThreadedBufferQueue } from "../mod.ts";
+   * await using queue = await ThreadedBufferQueue.create({
+   *   bufferQueue: { bufferCount: 1, bufferSize: 64 },
+   *   handlers: new URL("../examples/quick_start_handlers.ts", import.meta.url),
+   * });
+   * const first = await queue.acquire();
+   * const second = queue.acquire(); // waits: the only buffer is held
+   * queue.reuse(first);
+   * assert.equal((await second).index, first.index);
+   * queue.reuse(await second);
+   * ```
+   */
   async acquire(options?: WaitOptions): Promise<WorkBuffer> {
     const signal = options?.signal;
     for (;;) {
@@ -190,6 +315,21 @@ export class QueueProducer {
    * has finished and its buffer is fetchable again (buffers held by producers do not count).
    * Cancels nothing. Rejects with `signal.reason` on abort, and with `QueueError` `Closed` if the
    * queue closes first.
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { ThreadedBufferQueue } from "../mod.ts";
+   * await using queue = await ThreadedBufferQueue.create({
+   *   bufferQueue: { bufferCount: 4, bufferSize: 64 },
+   *   handlers: new URL("../examples/quick_start_handlers.ts", import.meta.url),
+   * });
+   * await queue.start();
+   * for (let i = 0; i < 4; i++) queue.enqueue(await queue.acquire());
+   * await queue.onIdle();
+   * assert.equal(queue.stats().completed, 4);
+   * assert.equal(queue.stats().free, 4);
+   * ```
    */
   async onIdle(options?: WaitOptions): Promise<void> {
     const signal = options?.signal;
@@ -214,13 +354,46 @@ export class QueueProducer {
     }
   }
 
-  /** Adds a fetched buffer at the tail of the queue (FIFO) and wakes the loop. */
+  /**
+   * Adds a fetched buffer at the tail of the queue (FIFO) and wakes the loop.
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { ThreadedBufferQueue } from "../mod.ts";
+   * await using queue = await ThreadedBufferQueue.create({
+   *   bufferQueue: { bufferCount: 2, bufferSize: 64 },
+   *   handlers: new URL("../examples/quick_start_handlers.ts", import.meta.url),
+   * });
+   * queue.enqueue(queue.fetch()!);
+   * assert.equal(queue.count(), 1); // queued until the loop runs
+   * await queue.start();
+   * await queue.onIdle();
+   * assert.equal(queue.count(), 0);
+   * ```
+   */
   enqueue(buffer: WorkBuffer): void {
     const { slot, generation } = this.#own(buffer, "enqueue");
     this.#pool.enqueue(slot, generation, false, false);
   }
 
-  /** Adds a fetched buffer at the head of the queue (it runs next) and wakes the loop. */
+  /**
+   * Adds a fetched buffer at the head of the queue (it runs next) and wakes the loop.
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { ThreadedBufferQueue } from "../mod.ts";
+   * await using queue = await ThreadedBufferQueue.create({
+   *   bufferQueue: { bufferCount: 2, bufferSize: 64 },
+   *   handlers: new URL("../examples/quick_start_handlers.ts", import.meta.url),
+   * });
+   * const [later, urgent] = [queue.fetch()!, queue.fetch()!];
+   * queue.enqueue(later);
+   * queue.enqueueAtHead(urgent); // runs before `later`
+   * assert.equal(queue.flush(), 2);
+   * ```
+   */
   enqueueAtHead(buffer: WorkBuffer): void {
     const { slot, generation } = this.#own(buffer, "enqueue");
     this.#pool.enqueue(slot, generation, true, false);
@@ -231,17 +404,63 @@ export class QueueProducer {
    * flushed or closed first). On abort, rejects with `signal.reason`; an item not yet started is
    * removed and never runs, a running or pended one's `item.signal` aborts. With `keep`, the
    * buffer comes back held, holding the handler's reply. Misuse rejects with a `QueueError`.
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { Status, ThreadedBufferQueue } from "../mod.ts";
+   * await using queue = await ThreadedBufferQueue.create({
+   *   bufferQueue: { bufferCount: 2, bufferSize: 64 },
+   *   handlers: new URL("../examples/quick_start_handlers.ts", import.meta.url),
+   * });
+   * await queue.start();
+   * const buffer = await queue.acquire();
+   * const status = await queue.enqueueAndWait(buffer, { signal: AbortSignal.timeout(1000) });
+   * assert.equal(status, Status.Success);
+   * ```
    */
   enqueueAndWait(buffer: WorkBuffer, options?: EnqueueWaitOptions): Promise<StatusCode> {
     return this.#enqueueAndWait(buffer, false, options);
   }
 
-  /** Like `enqueueAndWait`, at the head of the queue. */
+  /**
+   * Like `enqueueAndWait`, at the head of the queue.
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { Status, ThreadedBufferQueue } from "../mod.ts";
+   * await using queue = await ThreadedBufferQueue.create({
+   *   bufferQueue: { bufferCount: 2, bufferSize: 64 },
+   *   handlers: new URL("../examples/quick_start_handlers.ts", import.meta.url),
+   * });
+   * queue.enqueue(queue.fetch()!);
+   * const urgent = queue.enqueueAtHeadAndWait(queue.fetch()!); // runs first
+   * queue.flush(); // before start: both are cancelled
+   * assert.equal(await urgent, Status.Cancelled);
+   * ```
+   */
   enqueueAtHeadAndWait(buffer: WorkBuffer, options?: EnqueueWaitOptions): Promise<StatusCode> {
     return this.#enqueueAndWait(buffer, true, options);
   }
 
-  /** Returns a fetched buffer to the pool without work. */
+  /**
+   * Returns a fetched buffer to the pool without work.
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { ThreadedBufferQueue } from "../mod.ts";
+   * await using queue = await ThreadedBufferQueue.create({
+   *   bufferQueue: { bufferCount: 1, bufferSize: 64 },
+   *   handlers: new URL("../examples/quick_start_handlers.ts", import.meta.url),
+   * });
+   * const buffer = await queue.acquire();
+   * queue.reuse(buffer); // nothing to send after all
+   * await queue.onIdle(); // its reuseCleanup ran: fetchable again
+   * assert.equal(queue.stats().free, 1);
+   * ```
+   */
   reuse(buffer: WorkBuffer): void {
     const { slot, generation } = this.#own(buffer, "reuse");
     this.#pool.reuse(slot, generation);
@@ -250,13 +469,42 @@ export class QueueProducer {
   /**
    * Cancels every queued item: each completes with `Status.Cancelled` (its waiter resolves with
    * it) and returns to the pool. Running and pended items are untouched. Returns how many.
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { Status, ThreadedBufferQueue } from "../mod.ts";
+   * await using queue = await ThreadedBufferQueue.create({
+   *   bufferQueue: { bufferCount: 2, bufferSize: 64 },
+   *   handlers: new URL("../examples/quick_start_handlers.ts", import.meta.url),
+   * });
+   * const waiting = queue.enqueueAndWait(queue.fetch()!); // not started: stays queued
+   * queue.enqueue(queue.fetch()!);
+   * assert.equal(queue.flush(), 2);
+   * assert.equal(await waiting, Status.Cancelled);
+   * ```
    */
   flush(): number {
     this.assertOpen();
     return this.#pool.flush();
   }
 
-  /** Number of items queued (not yet taken by the loop). */
+  /**
+   * Number of items queued (not yet taken by the loop).
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { ThreadedBufferQueue } from "../mod.ts";
+   * await using queue = await ThreadedBufferQueue.create({
+   *   bufferQueue: { bufferCount: 2, bufferSize: 64 },
+   *   handlers: new URL("../examples/quick_start_handlers.ts", import.meta.url),
+   * });
+   * assert.equal(queue.count(), 0);
+   * queue.enqueue(queue.fetch()!);
+   * assert.equal(queue.count(), 1);
+   * ```
+   */
   count(): number {
     this.assertOpen();
     return this.#pool.count();
@@ -265,24 +513,57 @@ export class QueueProducer {
   /**
    * Completes an item whose work returned `WorkPending`; its waiter resolves with `status`. If
    * its `work` is still running, the item completes as soon as `work` returns.
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { Status, ThreadedBufferQueue } from "../mod.ts";
+   * await using queue = await ThreadedBufferQueue.create({
+   *   bufferQueue: { bufferCount: 2, bufferSize: 64 },
+   *   handlers: new URL("../tests/fixtures/pending_handlers.ts", import.meta.url), // WorkPending
+   * });
+   * await queue.start();
+   * const buffer = await queue.acquire();
+   * const done = queue.enqueueAndWait(buffer);
+   * while (queue.stats().pending === 0) await new Promise((r) => setTimeout(r, 1));
+   * queue.workCompleted(buffer, Status.IoTimeout);
+   * assert.equal(await done, Status.IoTimeout);
+   * ```
    */
   workCompleted(buffer: WorkBuffer, status: StatusCode = Status.Success): void {
     const { slot, generation } = this.#own(buffer, "complete");
     this.#pool.workCompleted(slot, generation, status);
   }
 
-  /** Where the buffers are now, and how many items have ended each way. */
+  /**
+   * Where the buffers are now, and how many items have ended each way.
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { ThreadedBufferQueue } from "../mod.ts";
+   * await using queue = await ThreadedBufferQueue.create({
+   *   bufferQueue: { bufferCount: 4, bufferSize: 64 },
+   *   handlers: new URL("../examples/quick_start_handlers.ts", import.meta.url),
+   * });
+   * const held = queue.fetch()!;
+   * queue.enqueue(queue.fetch()!);
+   * const { free, queued, held: inHand } = queue.stats();
+   * assert.deepEqual([free, queued, inHand], [2, 1, 1]);
+   * queue.reuse(held);
+   * ```
+   */
   stats(): QueueStats {
     this.assertOpen();
     return this.#pool.stats();
   }
 
-  /** @internal Throws `QueueError("Closed")` once the queue is closing. */
+  /** @ignore Throws `QueueError("Closed")` once the queue is closing. */
   protected assertOpen(): void {
     if (this.#pool.hasFlag(Flag.CLOSING)) throw this.closedError();
   }
 
-  /** @internal The error calls get once the queue is closing. */
+  /** @ignore The error calls get once the queue is closing. */
   protected closedError(): QueueError {
     return new QueueError("Closed", "the queue is closed");
   }

@@ -9,8 +9,11 @@
  *
  * @example
  * ```ts
- * import { BufferDisposition } from "./status.ts";
- * const done = BufferDisposition.WorkComplete;
+ * import assert from "node:assert/strict";
+ * import { BufferDisposition } from "../mod.ts";
+ * assert.equal(BufferDisposition.WorkComplete, 1);
+ * assert.equal(BufferDisposition.WorkPending, 2);
+ * assert.equal(BufferDisposition[0], "Invalid");
  * ```
  */
 export enum BufferDisposition {
@@ -27,8 +30,10 @@ export enum BufferDisposition {
  *
  * @example
  * ```ts
- * import { isSuccess, Status } from "./status.ts";
- * isSuccess(Status.IoTimeout); // false
+ * import assert from "node:assert/strict";
+ * import { Status } from "../mod.ts";
+ * assert.equal(Status.IoTimeout, 0xC00000B5 | 0);
+ * assert.equal(Status.Cancelled, -1073741536); // signed 32-bit
  * ```
  */
 export const Status = {
@@ -55,8 +60,11 @@ export const Status = {
  *
  * @example
  * ```ts
- * import { Status, type StatusCode } from "./status.ts";
- * const code: StatusCode = Status.Cancelled;
+ * import assert from "node:assert/strict";
+ * import { Status, type StatusCode, statusName } from "../mod.ts";
+ * const code: StatusCode = 0xC0000120 | 0; // any NTSTATUS, as a signed number
+ * assert.equal(code, Status.Cancelled);
+ * assert.equal(statusName(code), "Cancelled");
  * ```
  */
 export type StatusCode = number;
@@ -66,9 +74,11 @@ export type StatusCode = number;
  *
  * @example
  * ```ts
- * import { isSuccess, Status } from "./status.ts";
- * isSuccess(Status.Success); // true
- * isSuccess(0xC0000001); // false: unsigned literals are read as signed
+ * import assert from "node:assert/strict";
+ * import { isSuccess, Status } from "../mod.ts";
+ * assert.equal(isSuccess(Status.Success), true);
+ * assert.equal(isSuccess(0x40000000), true); // informational
+ * assert.equal(isSuccess(0xC0000001), false); // unsigned literals are read as signed
  * ```
  */
 export function isSuccess(status: StatusCode): boolean {
@@ -85,7 +95,7 @@ const namesByCode = new Map<number, string>();
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { registerStatusNames, statusName } from "./status.ts";
+ * import { registerStatusNames, statusName } from "../mod.ts";
  * registerStatusNames({ MyDeviceJammed: 0xE0000001 | 0 });
  * assert.equal(statusName(0xE0000001), "MyDeviceJammed");
  * ```
@@ -104,9 +114,12 @@ registerStatusNames(Status);
  *
  * @example
  * ```ts
- * import { Status, statusName } from "./status.ts";
- * statusName(Status.IoTimeout); // "IoTimeout"
- * statusName(0x40000000); // "0x40000000"
+ * import assert from "node:assert/strict";
+ * import { Status, statusName, UsbStatus } from "../mod.ts";
+ * assert.equal(statusName(Status.IoTimeout), "IoTimeout");
+ * assert.equal(statusName(0xC00000B5), "IoTimeout"); // unsigned literals too
+ * assert.equal(statusName(UsbStatus.AccessDenied), "AccessDenied");
+ * assert.equal(statusName(0x40000000), "0x40000000");
  * ```
  */
 export function statusName(status: StatusCode): string {
@@ -121,8 +134,12 @@ export function statusName(status: StatusCode): string {
  *
  * @example
  * ```ts
- * import { Status, statusOfError } from "./status.ts";
- * statusOfError(Object.assign(new Error("t/o"), { status: Status.IoTimeout })); // IoTimeout
+ * import assert from "node:assert/strict";
+ * import { Status, statusOfError } from "../mod.ts";
+ * const timeout = Object.assign(new Error("t/o"), { status: Status.IoTimeout });
+ * assert.equal(statusOfError(timeout), Status.IoTimeout);
+ * assert.equal(statusOfError(new Error("plain")), Status.Unsuccessful);
+ * assert.equal(statusOfError("not even an Error"), Status.Unsuccessful);
  * ```
  */
 export function statusOfError(error: unknown): StatusCode {

@@ -33,9 +33,15 @@ type Request = Command extends infer C ? C extends Command ? Omit<C, "id"> : nev
  *
  * @example
  * ```ts
- * import type { CloseOptions } from "../mod.ts";
- * // Give a hung handler one second, then terminate the Worker:
+ * import assert from "node:assert/strict";
+ * import { type CloseOptions, ThreadedBufferQueue } from "../mod.ts";
+ * const queue = await ThreadedBufferQueue.create({
+ *   bufferQueue: { bufferCount: 2, bufferSize: 64 },
+ *   handlers: new URL("../examples/quick_start_handlers.ts", import.meta.url),
+ * });
+ * // Give a hung handler a second, then terminate the Worker:
  * const options: CloseOptions = { signal: AbortSignal.timeout(1000) };
+ * assert.equal((await queue.close(options)).free, 2);
  * ```
  */
 export interface CloseOptions {
@@ -53,19 +59,21 @@ export interface CloseOptions {
  * then returns to the pool. Create with {@linkcode ThreadedBufferQueue.create}.
  *
  * @example
- * ```ts ignore
- * import { Status, ThreadedBufferQueue } from "./mod.ts";
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Status, ThreadedBufferQueue } from "../mod.ts";
  *
  * await using queue = await ThreadedBufferQueue.create({
  *   bufferQueue: { bufferCount: 16, bufferSize: 4096 },
- *   handlers: new URL("./device_handlers.ts", import.meta.url),
+ *   handlers: new URL("../examples/quick_start_handlers.ts", import.meta.url), // upper-cases
  * });
  * await queue.start();
  * const buffer = await queue.acquire();
- * buffer.data.set([0x01, 0x02]);
- * buffer.size = 2;
- * const status = await queue.enqueueAndWait(buffer);
- * console.log(status === Status.Success);
+ * buffer.size = new TextEncoder().encodeInto("hello", buffer.data).written;
+ * const status = await queue.enqueueAndWait(buffer, { keep: true });
+ * assert.equal(status, Status.Success);
+ * assert.equal(new TextDecoder().decode(buffer.data.subarray(0, buffer.size)), "HELLO");
+ * queue.reuse(buffer);
  * ```
  */
 export class ThreadedBufferQueue extends QueueProducer {
@@ -89,6 +97,7 @@ export class ThreadedBufferQueue extends QueueProducer {
   #failure: QueueError | undefined;
   #ended = false;
 
+  /** @ignore Use `ThreadedBufferQueue.create`. */
   private constructor(
     pool: Pool,
     worker: Worker,
@@ -115,6 +124,22 @@ export class ThreadedBufferQueue extends QueueProducer {
    * The loop does not run until `start()`. Rejects with a `QueueError`: `InvalidConfig` for a bad
    * config, `HandlerLoad` for a module that fails to load, has no `work`, or is still loading
    * after `loadTimeout` ms, `WorkerFailed` if the Worker ends while loading it.
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { ThreadedBufferQueue } from "../mod.ts";
+   * await using queue = await ThreadedBufferQueue.create({
+   *   bufferQueue: { bufferCount: 8, bufferSize: 4096, contextSize: 16 },
+   *   handlers: new URL("../examples/quick_start_handlers.ts", import.meta.url),
+   *   handlerOptions: { greeting: "hi" }, // structured-cloned to ctx.options
+   * });
+   * assert.equal(queue.running, false); // the loop waits for start()
+   * await assert.rejects(
+   *   ThreadedBufferQueue.create({ bufferQueue: { bufferCount: -1, bufferSize: 8 }, handlers: "./h.ts" }),
+   *   { code: "InvalidConfig" },
+   * );
+   * ```
    */
   static async create<Options = unknown>(
     config: ThreadedBufferQueueConfig<Options>,
@@ -177,6 +202,21 @@ export class ThreadedBufferQueue extends QueueProducer {
    * every producer method: fetch, acquire, enqueue*, enqueue*AndWait, reuse, flush, count,
    * workCompleted, stats, onIdle. Throws `QueueError` `ForeignBuffer` for anything but a share
    * of a tbq queue whose header checks out.
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { Status, ThreadedBufferQueue } from "../mod.ts";
+   * await using queue = await ThreadedBufferQueue.create({
+   *   bufferQueue: { bufferCount: 2, bufferSize: 64 },
+   *   handlers: new URL("../examples/quick_start_handlers.ts", import.meta.url),
+   * });
+   * await queue.start();
+   * const producer = ThreadedBufferQueue.attach(queue.share()); // usually in another Worker
+   * assert.equal(await producer.enqueueAndWait(await producer.acquire()), Status.Success);
+   * const foreign = { kind: "tbq", buffer: new SharedArrayBuffer(64) } as const;
+   * assert.throws(() => ThreadedBufferQueue.attach(foreign), { code: "ForeignBuffer" });
+   * ```
    */
   static attach(share: QueueShare): QueueProducer {
     if (share?.kind !== "tbq" || !(share.buffer instanceof SharedArrayBuffer)) {
@@ -185,13 +225,45 @@ export class ThreadedBufferQueue extends QueueProducer {
     return new QueueProducer(Pool.attach(share.buffer));
   }
 
-  /** A structured-cloneable value for `ThreadedBufferQueue.attach` in another Worker. */
+  /**
+   * A structured-cloneable value for `ThreadedBufferQueue.attach` in another Worker.
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { ThreadedBufferQueue } from "../mod.ts";
+   * await using queue = await ThreadedBufferQueue.create({
+   *   bufferQueue: { bufferCount: 2, bufferSize: 64 },
+   *   handlers: new URL("../examples/quick_start_handlers.ts", import.meta.url),
+   * });
+   * const share = queue.share(); // post it to a Worker: worker.postMessage(share)
+   * assert.equal(share.kind, "tbq");
+   * assert.ok(share.buffer instanceof SharedArrayBuffer);
+   * ```
+   */
   share(): QueueShare {
     this.assertOpen();
     return { kind: "tbq", buffer: this.#pool.buffer };
   }
 
-  /** True between a successful `start()` and the next `stop()`. */
+  /**
+   * True between a successful `start()` and the next `stop()`.
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { ThreadedBufferQueue } from "../mod.ts";
+   * await using queue = await ThreadedBufferQueue.create({
+   *   bufferQueue: { bufferCount: 2, bufferSize: 64 },
+   *   handlers: new URL("../examples/quick_start_handlers.ts", import.meta.url),
+   * });
+   * assert.equal(queue.running, false);
+   * await queue.start();
+   * assert.equal(queue.running, true);
+   * await queue.stop();
+   * assert.equal(queue.running, false);
+   * ```
+   */
   get running(): boolean {
     return this.#running;
   }
@@ -200,6 +272,20 @@ export class ThreadedBufferQueue extends QueueProducer {
    * Runs `pre` once on the worker thread, then the loop. Items enqueued while stopped run now.
    * Rejects with `QueueError` `AlreadyRunning` (status `InvalidDeviceState`) when running, or with
    * what `pre` threw (the loop then does not run).
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { Status, ThreadedBufferQueue } from "../mod.ts";
+   * await using queue = await ThreadedBufferQueue.create({
+   *   bufferQueue: { bufferCount: 2, bufferSize: 64 },
+   *   handlers: new URL("../examples/quick_start_handlers.ts", import.meta.url),
+   * });
+   * const early = queue.enqueueAndWait(queue.fetch()!); // queued while stopped
+   * await queue.start(); // runs pre, then the loop: the early item runs now
+   * assert.equal(await early, Status.Success);
+   * await assert.rejects(queue.start(), { code: "AlreadyRunning", status: Status.InvalidDeviceState });
+   * ```
    */
   start(): Promise<void> {
     return this.#serially(async () => {
@@ -216,6 +302,23 @@ export class ThreadedBufferQueue extends QueueProducer {
   /**
    * The loop takes no further item, lets the one in progress finish, runs `post`, and resolves.
    * Queued items stay queued. On a stopped queue, resolves without running `post` again.
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { ThreadedBufferQueue } from "../mod.ts";
+   * await using queue = await ThreadedBufferQueue.create({
+   *   bufferQueue: { bufferCount: 2, bufferSize: 64 },
+   *   handlers: new URL("../examples/quick_start_handlers.ts", import.meta.url),
+   * });
+   * await queue.start();
+   * await queue.stop(); // runs post
+   * queue.enqueue(queue.fetch()!);
+   * assert.equal(queue.count(), 1); // stays queued until the next start()
+   * await queue.start();
+   * await queue.onIdle();
+   * assert.equal(queue.count(), 0);
+   * ```
    */
   stop(): Promise<void> {
     // Asked now, not when earlier control calls are done: the loop takes no further item from
@@ -242,6 +345,21 @@ export class ThreadedBufferQueue extends QueueProducer {
    * `QueueError` `Closed`; pending `acquire()` and `onIdle()` calls reject with it. Resolves with
    * the final stats (every buffer free). Every call returns the same promise; a later call's
    * signal can still force it.
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { Status, ThreadedBufferQueue } from "../mod.ts";
+   * const queue = await ThreadedBufferQueue.create({
+   *   bufferQueue: { bufferCount: 2, bufferSize: 64 },
+   *   handlers: new URL("../examples/quick_start_handlers.ts", import.meta.url),
+   * });
+   * const queued = queue.enqueueAndWait(queue.fetch()!); // never started
+   * const stats = await queue.close();
+   * assert.equal(await queued, Status.Cancelled);
+   * assert.equal(stats.free, 2);
+   * assert.throws(() => queue.fetch(), { code: "Closed" });
+   * ```
    */
   close(options?: CloseOptions): Promise<QueueStats> {
     const signal = options?.signal;
@@ -259,6 +377,23 @@ export class ThreadedBufferQueue extends QueueProducer {
   /**
    * `close()`, forced after `disposeTimeout` ms (default 5 000) so that `await using` never hangs
    * on a handler that does not return.
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { ThreadedBufferQueue } from "../mod.ts";
+   * let escaped: ThreadedBufferQueue;
+   * {
+   *   await using queue = await ThreadedBufferQueue.create({
+   *     bufferQueue: { bufferCount: 2, bufferSize: 64 },
+   *     handlers: new URL("../examples/quick_start_handlers.ts", import.meta.url),
+   *     disposeTimeout: 1000, // force the close after a second (default 5 000)
+   *   });
+   *   await queue.start();
+   *   escaped = queue;
+   * } // closed here
+   * assert.throws(() => escaped.count(), { code: "Closed" });
+   * ```
    */
   async [Symbol.asyncDispose](): Promise<void> {
     // Not AbortSignal.timeout: its timer would keep the process alive after a quick close.
@@ -271,7 +406,7 @@ export class ThreadedBufferQueue extends QueueProducer {
     }
   }
 
-  /** @internal After the Worker died, the error says why. */
+  /** @ignore After the Worker died, the error says why. */
   protected override closedError(): QueueError {
     return new QueueError("Closed", "the queue is closed", { cause: this.#failure });
   }
