@@ -8,14 +8,20 @@
  * timeout).
  *
  * @example
- * ```ts ignore
- * import { libusbPath, ThreadedBufferQueue } from "../../mod.ts";
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { libusbPath, Status, ThreadedBufferQueue, usbWorkerPermissions } from "../../mod.ts";
  * await using queue = await ThreadedBufferQueue.create({
  *   bufferQueue: { bufferCount: 16, bufferSize: 4096, contextSize: 4 },
  *   handlers: new URL("./bulk_writer.ts", import.meta.url),
- *   handlerOptions: { vendorId: 0x46f4, productId: 0x0001, endpoint: 0x02, libusbPath: libusbPath() },
- *   permissions: { ffi: [libusbPath()], read: true },
+ *   // "fail-items": with no such device here, start() resolves and each item fails instead.
+ *   handlerOptions: { vendorId: 0xfffe, productId: 1, absent: "fail-items", libusbPath: libusbPath() },
+ *   permissions: usbWorkerPermissions(),
  * });
+ * await queue.start();
+ * const line = queue.fetch()!;
+ * line.size = new TextEncoder().encodeInto("hello\n", line.data).written;
+ * assert.equal(await queue.enqueueAndWait(line), Status.DeviceNotConnected);
  * ```
  *
  * @module
@@ -58,9 +64,12 @@ export interface BulkWriterOptions extends DeviceSessionOptions {
  * The device slot of a bulk writer: the claimed device itself, nothing set up on it.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import assert from "node:assert/strict";
  * import { writerSlot } from "./bulk_writer.ts";
- * const slot = writerSlot();
+ * const slot = writerSlot(); // opened by the handler's pre (or first item), closed by post
+ * slot.close(); // nothing open yet: closing is a no-op
+ * assert.equal(typeof slot.get, "function");
  * ```
  */
 export function writerSlot(): DeviceSlot<BulkWriterOptions, UsbDevice> {
@@ -71,9 +80,11 @@ export function writerSlot(): DeviceSlot<BulkWriterOptions, UsbDevice> {
  * The endpoint and timeout of a bulk writer's transfers: the options', else the defaults.
  *
  * @example
- * ```ts ignore
- * import { transferOptions } from "./bulk_writer.ts";
- * const { endpoint, timeout } = transferOptions({ vendorId: 1, productId: 2 });
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { DEFAULT_BULK_OUT_ENDPOINT, transferOptions } from "./bulk_writer.ts";
+ * assert.equal(transferOptions({ vendorId: 1, productId: 2 }).endpoint, DEFAULT_BULK_OUT_ENDPOINT);
+ * assert.equal(transferOptions({ vendorId: 1, productId: 2, timeout: 50 }).timeout, 50);
  * ```
  */
 export function transferOptions(options: BulkWriterOptions): { endpoint: number; timeout: number } {

@@ -9,14 +9,18 @@
  * context's byte count are as in `bulk_writer.ts`.
  *
  * @example
- * ```ts ignore
- * import { libusbPath, ThreadedBufferQueue } from "../../mod.ts";
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { libusbPath, QueueError, ThreadedBufferQueue, usbWorkerPermissions } from "../../mod.ts";
  * await using queue = await ThreadedBufferQueue.create({
  *   bufferQueue: { bufferCount: 16, bufferSize: 4096, contextSize: 4 },
  *   handlers: new URL("./bulk_writer_pipelined.ts", import.meta.url),
- *   handlerOptions: { vendorId: 0x46f4, productId: 1, endpoint: 0x02, depth: 8, libusbPath: libusbPath() },
- *   permissions: { ffi: [libusbPath()], read: true },
+ *   handlerOptions: { vendorId: 0xfffe, productId: 1, depth: 8, libusbPath: libusbPath() },
+ *   permissions: usbWorkerPermissions(),
  * });
+ * // The default "fail-start": no such device here, so start() rejects and nothing runs.
+ * await assert.rejects(queue.start(), (error) => !(error instanceof QueueError));
+ * assert.equal(queue.running, false);
  * ```
  *
  * @module
