@@ -37,3 +37,4 @@ export { bulkWriterHandlers, pipelinedBulkWriterHandlers } from "./ready_made.ts
 export type { BulkWriterOptions } from "./handlers/bulk_writer.ts";
 export type { AbsentMode, DeviceSessionOptions } from "./handlers/device_session.ts";
 export type { StatusCode } from "../src/status.ts";
+export type { WorkerPermissions } from "../src/config.ts";
