@@ -676,7 +676,9 @@ export class Pool {
   /** Like `#check` for a running or pended item, for the loop's item of run `run`. */
   #checkRun(slot: number, generation: number, run: number): Problem {
     const problem = this.#check(slot, generation, State.RUNNING, State.PENDING);
-    // A kept buffer's later run: this item's own run is over, its status final.
+    // The loop's item is over only once its status is final (completed, or cancelled at close),
+    // whether its buffer went round again (kept: a later RUN) or back to the pool (stale).
+    if (problem === Problem.STALE) return Problem.FINAL;
     if (!problem && this.#words[this.#at(slot, S.RUN)] !== run) return Problem.FINAL;
     return problem;
   }
