@@ -222,11 +222,6 @@ export class Pool {
     return Atomics.load(this.#words, this.#at(slot, S.ABORTED)) === run;
   }
 
-  /** True while round `generation` of the slot is held by a producer (fetched, or kept). */
-  isHeld(slot: number, generation: number): boolean {
-    return this.generation(slot) === generation && this.state(slot) === State.HELD;
-  }
-
   /** Tests a flag bit. */
   hasFlag(flag: number): boolean {
     return (Atomics.load(this.#words, H.FLAGS) & flag) !== 0;
