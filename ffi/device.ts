@@ -4,6 +4,15 @@
  * @module
  */
 
+import {
+  configurationTotalLength,
+  DescriptorType,
+  parseConfigurationDescriptor,
+  parseDeviceDescriptor,
+  parseLanguageIds,
+  parseStringDescriptor,
+  type UsbConfiguration,
+} from "./descriptors.ts";
 import { LibusbError, UsbError } from "./errors.ts";
 import type { LibusbSymbols } from "./symbols.ts";
 
@@ -140,6 +149,8 @@ export type UsbData = ArrayBufferView | ArrayBufferLike;
 const REQUEST_TYPES = { standard: 0x00, class: 0x20, vendor: 0x40 } as const;
 const RECIPIENTS = { device: 0x00, interface: 0x01, endpoint: 0x02, other: 0x03 } as const;
 const ENDPOINT_IN = 0x80;
+const GET_DESCRIPTOR = 0x06;
+const GET_CONFIGURATION = 0x08;
 const MAX_LENGTH = 0x7fffffff;
 
 function hex(value: number, digits = 2): string {
@@ -215,6 +226,7 @@ export class UsbDevice implements Disposable {
   #pending = 0;
   #pendingByEndpoint = new Map<number, number>();
   #chains = new Map<number, Promise<void>>();
+  #configurations: readonly UsbConfiguration[] | undefined;
 
   /**
    * Wraps an open `libusb_device_handle *`. Use `Libusb.openDevice` instead; this is for the
@@ -245,6 +257,104 @@ export class UsbDevice implements Disposable {
   /** Async transfers accepted and not yet settled, on all endpoints. */
   get pendingTransfers(): number {
     return this.#pending;
+  }
+
+  /**
+   * Every configuration of the device, WebUSB-shaped, read from its descriptors with standard
+   * GET_DESCRIPTOR control requests (the device descriptor for `bNumConfigurations`, then each
+   * configuration's first 9 bytes and its `wTotalLength` bytes) on the first access, then kept.
+   * Names come from the string descriptors, in the device's first language, where readable. Works
+   * in a Worker whose only ffi grant is the libusb path. Each interface's `alternate` is its first
+   * alternate setting. Throws a {@linkcode UsbError} when the device does not answer or its
+   * descriptors are malformed (`LIBUSB_ERROR_IO`).
+   *
+   * @example
+   * ```ts ignore
+   * const bulkIn = dev.configurations[0].interfaces[0].alternate.endpoints
+   *   .find((e) => e.type === "bulk" && e.direction === "in");
+   * ```
+   */
+  get configurations(): readonly UsbConfiguration[] {
+    this.#configurations ??= this.#readConfigurations();
+    return this.#configurations;
+  }
+
+  /**
+   * The active configuration (one of {@linkcode UsbDevice.configurations}, the same object),
+   * asked of the device with GET_CONFIGURATION each time; `undefined` while the device is
+   * unconfigured (configuration value 0).
+   *
+   * @example
+   * ```ts ignore
+   * console.log(dev.configuration?.configurationValue); // 1
+   * ```
+   */
+  get configuration(): UsbConfiguration | undefined {
+    const reply = this.controlTransferIn(
+      {
+        requestType: "standard",
+        recipient: "device",
+        request: GET_CONFIGURATION,
+        value: 0,
+        index: 0,
+      },
+      1,
+    );
+    if (reply.length < 1) {
+      throw new UsbError(LibusbError.IO, {
+        operation: "configuration",
+        detail: "GET_CONFIGURATION returned no data",
+      });
+    }
+    if (reply[0] === 0) return undefined;
+    return this.configurations.find((c) => c.configurationValue === reply[0]);
+  }
+
+  #descriptor(type: number, index: number, language: number, length: number): Uint8Array {
+    return this.controlTransferIn(
+      {
+        requestType: "standard",
+        recipient: "device",
+        request: GET_DESCRIPTOR,
+        value: (type << 8) | index,
+        index: language,
+      },
+      length,
+    );
+  }
+
+  #readConfigurations(): readonly UsbConfiguration[] {
+    const device = parseDeviceDescriptor(this.#descriptor(DescriptorType.Device, 0, 0, 18));
+    let language: number | null | undefined; // null: string descriptors are not readable
+    const strings = new Map<number, string | undefined>();
+    const string = (index: number): string | undefined => {
+      if (strings.has(index)) return strings.get(index);
+      let text: string | undefined;
+      try {
+        if (language === undefined) {
+          language = null;
+          language = parseLanguageIds(this.#descriptor(DescriptorType.String, 0, 0, 255))[0] ??
+            null;
+        }
+        if (language !== null) {
+          text = parseStringDescriptor(
+            this.#descriptor(DescriptorType.String, index, language, 255),
+          );
+        }
+      } catch {
+        text = undefined; // no string, or not readable: the name is left out
+      }
+      strings.set(index, text);
+      return text;
+    };
+    const configurations: UsbConfiguration[] = [];
+    for (let i = 0; i < device.numConfigurations; i++) {
+      const header = this.#descriptor(DescriptorType.Configuration, i, 0, 9);
+      const total = configurationTotalLength(header);
+      const bytes = this.#descriptor(DescriptorType.Configuration, i, 0, total);
+      configurations.push(parseConfigurationDescriptor(bytes, { strings: string }));
+    }
+    return configurations;
   }
 
   #check(operation: string): void {

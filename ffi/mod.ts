@@ -23,6 +23,19 @@ export {
   UsbDevice,
   type UsbDeviceInfo,
 } from "./device.ts";
+export {
+  DescriptorType,
+  parseConfigurationDescriptor,
+  type ParseConfigurationOptions,
+  parseDeviceDescriptor,
+  type UsbAlternateInterface,
+  type UsbConfiguration,
+  type UsbDeviceDescriptor,
+  type UsbDirection,
+  type UsbEndpoint,
+  type UsbEndpointType,
+  type UsbInterface,
+} from "./descriptors.ts";
 export { LibusbError, UsbError, type UsbErrorOptions, UsbStatus } from "./errors.ts";
 export { LibusbNotFoundError, libusbPath } from "./library.ts";
 export {
