@@ -48,6 +48,20 @@ export const libusbSymbols = {
     ],
     result: "i32", // non-zero when the capability is present
   },
+  libusb_set_debug: {
+    parameters: [
+      "usize", // libusb_context *ctx: the context whose log level changes
+      "i32", // int level: LIBUSB_LOG_LEVEL_NONE (0) .. LIBUSB_LOG_LEVEL_DEBUG (4)
+    ],
+    result: "void", // (libusb_set_option is variadic, which Deno cannot call portably)
+    optional: true,
+  },
+  libusb_error_name: {
+    parameters: [
+      "i32", // int errcode: a LIBUSB_ERROR or LIBUSB_TRANSFER status number
+    ],
+    result: "usize", // const char *: address of a static ASCII name (read it by peeking)
+  },
 
   // ---- enumeration ---------------------------------------------------------------------------
   libusb_get_device_list: {
@@ -82,6 +96,26 @@ export const libusbSymbols = {
       "usize", // libusb_device *dev
     ],
     result: "u8", // the device address on its bus
+  },
+  libusb_get_device_speed: {
+    parameters: [
+      "usize", // libusb_device *dev
+    ],
+    result: "i32", // LIBUSB_SPEED_*: 0 unknown, 1 low, 2 full, 3 high, 4 super, 5 super plus
+  },
+  libusb_get_port_numbers: {
+    parameters: [
+      "usize", // libusb_device *dev
+      "buffer", // uint8_t *port_numbers: a Uint8Array(7) that receives the ports, root first
+      "i32", // int port_numbers_len: its length (USB 3.0 allows at most 7 tiers)
+    ],
+    result: "i32", // number of ports written, or LIBUSB_ERROR_OVERFLOW
+  },
+  libusb_get_device: {
+    parameters: [
+      "usize", // libusb_device_handle *dev_handle
+    ],
+    result: "usize", // libusb_device *: the device the handle was opened on (not referenced)
   },
 
   // ---- device handles ------------------------------------------------------------------------
@@ -144,6 +178,47 @@ export const libusbSymbols = {
     ],
     result: "i32", // 0 or a LIBUSB_ERROR code
   },
+  libusb_get_configuration: {
+    parameters: [
+      "usize", // libusb_device_handle *dev_handle
+      "buffer", // int *config: an Int32Array(1) that receives bConfigurationValue (0: unconfigured)
+    ],
+    result: "i32", // 0 or a LIBUSB_ERROR code
+  },
+  libusb_set_configuration: {
+    parameters: [
+      "usize", // libusb_device_handle *dev_handle
+      "i32", // int configuration: bConfigurationValue, or -1 to unconfigure
+    ],
+    result: "i32", // 0 or a LIBUSB_ERROR code (BUSY while an interface is claimed)
+  },
+  libusb_reset_device: {
+    parameters: [
+      "usize", // libusb_device_handle *dev_handle
+    ],
+    result: "i32", // 0, or LIBUSB_ERROR_NOT_FOUND when the device re-enumerated (reopen it)
+  },
+  libusb_kernel_driver_active: {
+    parameters: [
+      "usize", // libusb_device_handle *dev_handle
+      "i32", // int interface_number: bInterfaceNumber
+    ],
+    result: "i32", // 1 active, 0 none, or a LIBUSB_ERROR code (NOT_SUPPORTED off Linux)
+  },
+  libusb_detach_kernel_driver: {
+    parameters: [
+      "usize", // libusb_device_handle *dev_handle
+      "i32", // int interface_number: bInterfaceNumber
+    ],
+    result: "i32", // 0, or LIBUSB_ERROR_NOT_FOUND when no driver is bound, or another code
+  },
+  libusb_attach_kernel_driver: {
+    parameters: [
+      "usize", // libusb_device_handle *dev_handle
+      "i32", // int interface_number: bInterfaceNumber
+    ],
+    result: "i32", // 0, or LIBUSB_ERROR_NOT_FOUND / BUSY (interface claimed) / another code
+  },
 
   // ---- synchronous I/O -----------------------------------------------------------------------
   libusb_bulk_transfer: {
@@ -170,6 +245,30 @@ export const libusbSymbols = {
     result: "i32", // 0 or a LIBUSB_ERROR code
     nonblocking: true, // runs on Deno's blocking thread pool; the calling thread goes on
   },
+  libusb_interrupt_transfer: {
+    parameters: [
+      "usize", // libusb_device_handle *dev_handle
+      "u8", // unsigned char endpoint: address of an interrupt endpoint; bit 7 set for IN
+      "buffer", // unsigned char *data: bytes to send, or room for bytes received
+      "i32", // int length: bytes to send / room available
+      "buffer", // int *actual_length: an Int32Array(1) that receives the bytes moved
+      "u32", // unsigned int timeout: milliseconds, 0 for none
+    ],
+    result: "i32", // 0 or a LIBUSB_ERROR code (actual_length is valid on TIMEOUT too)
+  },
+  libusb_interrupt_transfer_nonblocking: {
+    name: "libusb_interrupt_transfer",
+    parameters: [
+      "usize", // libusb_device_handle *dev_handle
+      "u8", // unsigned char endpoint: address of an interrupt endpoint; bit 7 set for IN
+      "buffer", // unsigned char *data: must stay referenced until the promise settles
+      "i32", // int length: bytes to send / room available
+      "buffer", // int *actual_length: an Int32Array(1), kept referenced like data
+      "u32", // unsigned int timeout: milliseconds, 0 for none
+    ],
+    result: "i32", // 0 or a LIBUSB_ERROR code
+    nonblocking: true, // runs on Deno's blocking thread pool; the calling thread goes on
+  },
   libusb_control_transfer: {
     parameters: [
       "usize", // libusb_device_handle *dev_handle
@@ -182,6 +281,52 @@ export const libusbSymbols = {
       "u32", // unsigned int timeout: milliseconds, 0 for none
     ],
     result: "i32", // bytes moved, or a LIBUSB_ERROR code
+  },
+
+  // ---- asynchronous I/O (only with unscoped ffi: see ffi/stream.ts) ------------------------
+  // A transfer's completion callback is a Deno.UnsafeCallback, which a Worker whose ffi grant is
+  // the library path alone may not create; these are used by the opt-in streaming reader only.
+  libusb_alloc_transfer: {
+    parameters: [
+      "i32", // int iso_packets: number of isochronous packet descriptors (0 for bulk/interrupt)
+    ],
+    result: "usize", // struct libusb_transfer *, or 0 when out of memory
+  },
+  libusb_free_transfer: {
+    parameters: [
+      "usize", // struct libusb_transfer *transfer: not in flight
+    ],
+    result: "void",
+  },
+  libusb_submit_transfer: {
+    parameters: [
+      "usize", // struct libusb_transfer *transfer: filled in (handle, endpoint, type, buffer, callback)
+    ],
+    result: "i32", // 0 or a LIBUSB_ERROR code (NO_DEVICE, BUSY when already submitted, ...)
+  },
+  libusb_cancel_transfer: {
+    parameters: [
+      "usize", // struct libusb_transfer *transfer: in flight
+    ],
+    result: "i32", // 0, or LIBUSB_ERROR_NOT_FOUND when it already completed
+  },
+  libusb_handle_events_timeout_completed: {
+    parameters: [
+      "usize", // libusb_context *ctx
+      "buffer", // struct timeval *tv: a BigInt64Array(2) of seconds and microseconds
+      "buffer", // int *completed: an Int32Array(1); returns early once it is non-zero
+    ],
+    result: "i32", // 0 or a LIBUSB_ERROR code
+  },
+  libusb_handle_events_timeout_completed_nonblocking: {
+    name: "libusb_handle_events_timeout_completed",
+    parameters: [
+      "usize", // libusb_context *ctx
+      "buffer", // struct timeval *tv: a BigInt64Array(2), kept referenced until it settles
+      "buffer", // int *completed: an Int32Array(1) or null, kept referenced likewise
+    ],
+    result: "i32", // 0 or a LIBUSB_ERROR code
+    nonblocking: true, // callbacks then come from that thread: they must be threadSafe
   },
 
   // ---- memory reading without UnsafePointerView ----------------------------------------------
