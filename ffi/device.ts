@@ -4,17 +4,16 @@
  * @module
  */
 
-import {
-  configurationTotalLength,
-  DescriptorType,
-  parseConfigurationDescriptor,
-  parseDeviceDescriptor,
-  parseLanguageIds,
-  parseStringDescriptor,
-  type UsbConfiguration,
-} from "./descriptors.ts";
+import { DescriptorType, type UsbConfiguration } from "./descriptors.ts";
+import { DeviceConfigurations } from "./device_configurations.ts";
 import { LibusbError, UsbError } from "./errors.ts";
 import type { LibusbSymbols } from "./symbols.ts";
+import {
+  type AsyncTransferCall,
+  runTransfer,
+  runTransferAsync,
+  type TransferCall,
+} from "./transfer.ts";
 
 /**
  * What `Libusb.devices()` reports for one device.
@@ -65,7 +64,7 @@ export interface UsbDeviceInfo {
  * @example
  * ```ts
  * import type { TransferOptions } from "./device.ts";
- * const options: TransferOptions = { timeout: 250 };
+ * const options: TransferOptions = { timeout: 250, signal: AbortSignal.timeout(1000) };
  * ```
  */
 export interface TransferOptions {
@@ -74,7 +73,30 @@ export interface TransferOptions {
    * block a work handler, and the queue with it, for good). Default {@linkcode DEFAULT_TIMEOUT}.
    */
   readonly timeout?: number;
+  /**
+   * Aborts the transfer: it then throws (or rejects with) a `UsbError` named
+   * `LIBUSB_ERROR_INTERRUPTED` (status `Cancelled`) whose `cause` is the signal's reason and
+   * whose `transferred` (and, IN, `data`) say what moved. It settles within about 40 ms of the
+   * abort. A blocking transfer holds its thread, so only an abort from another thread reaches it
+   * while it runs: a queue item's `item.signal` does (the Worker's loop lets the transfer look at
+   * the shared abort flag); a signal of this thread is looked at before the transfer starts.
+   */
+  readonly signal?: AbortSignal;
 }
+
+/**
+ * How fast a device talks, from libusb's `LIBUSB_SPEED_*`: `"low"` 1.5 Mbit/s, `"full"` 12,
+ * `"high"` 480, `"super"` 5000, `"super-plus"` 10000; `"unknown"` when the OS does not say.
+ *
+ * @example
+ * ```ts
+ * import type { UsbSpeed } from "./device.ts";
+ * const fast: UsbSpeed[] = ["high", "super", "super-plus"];
+ * ```
+ */
+export type UsbSpeed = "unknown" | "low" | "full" | "high" | "super" | "super-plus";
+
+const SPEEDS: readonly UsbSpeed[] = ["unknown", "low", "full", "high", "super", "super-plus"];
 
 /**
  * The timeout a transfer gets when its options give none, in milliseconds.
@@ -132,6 +154,17 @@ export type UsbDeviceSymbols = Pick<
   | "libusb_bulk_transfer"
   | "libusb_bulk_transfer_nonblocking"
   | "libusb_control_transfer"
+  | "libusb_interrupt_transfer"
+  | "libusb_interrupt_transfer_nonblocking"
+  | "libusb_get_configuration"
+  | "libusb_set_configuration"
+  | "libusb_reset_device"
+  | "libusb_kernel_driver_active"
+  | "libusb_detach_kernel_driver"
+  | "libusb_attach_kernel_driver"
+  | "libusb_get_device"
+  | "libusb_get_device_speed"
+  | "libusb_get_port_numbers"
 >;
 
 /**
@@ -150,7 +183,6 @@ const REQUEST_TYPES = { standard: 0x00, class: 0x20, vendor: 0x40 } as const;
 const RECIPIENTS = { device: 0x00, interface: 0x01, endpoint: 0x02, other: 0x03 } as const;
 const ENDPOINT_IN = 0x80;
 const GET_DESCRIPTOR = 0x06;
-const GET_CONFIGURATION = 0x08;
 const MAX_LENGTH = 0x7fffffff;
 
 function hex(value: number, digits = 2): string {
@@ -185,6 +217,35 @@ function bytesOf(data: UsbData, operation: string): Uint8Array {
   }
   if (bytes.byteLength > MAX_LENGTH) throw invalid(operation, "data is longer than 2^31-1 bytes");
   return bytes;
+}
+
+/** What the binding's other modules (not its users) need of an open device. */
+export interface UsbDeviceInternals {
+  /** The loaded library's symbols (the whole table when the device came from `Libusb`). */
+  readonly symbols: LibusbSymbols;
+  /** The `libusb_context *` the device was opened in (0n when unknown, e.g. in tests). */
+  readonly context: bigint;
+  /** The `libusb_device_handle *`, or 0n once the device is closed. */
+  handle(): bigint;
+  /** Counts transfers in flight outside the device (+1 / -1), so `close()` waits for them. */
+  busy(add: 1 | -1): void;
+}
+
+const internals = new WeakMap<UsbDevice, UsbDeviceInternals>();
+
+/**
+ * The handle, context and symbols behind a device, for the binding's own modules (such as the
+ * streaming reader); not exported from the package.
+ *
+ * @example
+ * ```ts ignore
+ * const { symbols, context, handle } = usbDeviceInternals(dev);
+ * ```
+ */
+export function usbDeviceInternals(device: UsbDevice): UsbDeviceInternals {
+  const found = internals.get(device);
+  if (!found) throw new TypeError("not a UsbDevice");
+  return found;
 }
 
 /**
@@ -226,7 +287,10 @@ export class UsbDevice implements Disposable {
   #pending = 0;
   #pendingByEndpoint = new Map<number, number>();
   #chains = new Map<number, Promise<void>>();
-  #configurations: readonly UsbConfiguration[] | undefined;
+  #known = new DeviceConfigurations(
+    (type, index, language, length) => this.#descriptor(type, index, language, length),
+    () => this.#activeConfigurationValue(),
+  );
 
   /**
    * Wraps an open `libusb_device_handle *`. Use `Libusb.openDevice` instead; this is for the
@@ -239,11 +303,21 @@ export class UsbDevice implements Disposable {
     handle: bigint,
     info: UsbDeviceInfo,
     onClosed?: () => void,
+    context = 0n,
   ) {
     this.#symbols = symbols;
     this.#handle = handle;
     this.info = info;
     this.#onClosed = onClosed;
+    internals.set(this, {
+      symbols: symbols as LibusbSymbols,
+      context,
+      handle: () => this.#handle,
+      busy: (add) => {
+        this.#pending += add;
+        if (this.#closing && this.#pending === 0) this.#finalize();
+      },
+    });
     const { promise, resolve } = Promise.withResolvers<void>();
     this.closed = promise;
     this.#resolveClosed = resolve;
@@ -264,9 +338,11 @@ export class UsbDevice implements Disposable {
    * GET_DESCRIPTOR control requests (the device descriptor for `bNumConfigurations`, then each
    * configuration's first 9 bytes and its `wTotalLength` bytes) on the first access, then kept.
    * Names come from the string descriptors, in the device's first language, where readable. Works
-   * in a Worker whose only ffi grant is the libusb path. Each interface's `alternate` is its first
-   * alternate setting. Throws a {@linkcode UsbError} when the device does not answer or its
-   * descriptors are malformed (`LIBUSB_ERROR_IO`).
+   * in a Worker whose only ffi grant is the libusb path. Each interface's `alternate` is the
+   * alternate setting selected on it with {@linkcode UsbDevice.selectAlternateInterface} (in the
+   * active configuration; the first one before that, or after a configuration change or a reset).
+   * Throws a {@linkcode UsbError} when the device does not answer or its descriptors are
+   * malformed (`LIBUSB_ERROR_IO`).
    *
    * @example
    * ```ts ignore
@@ -275,14 +351,14 @@ export class UsbDevice implements Disposable {
    * ```
    */
   get configurations(): readonly UsbConfiguration[] {
-    this.#configurations ??= this.#readConfigurations();
-    return this.#configurations;
+    this.#check("configurations");
+    return this.#known.all;
   }
 
   /**
-   * The active configuration (one of {@linkcode UsbDevice.configurations}, the same object),
-   * asked of the device with GET_CONFIGURATION each time; `undefined` while the device is
-   * unconfigured (configuration value 0).
+   * The active configuration (one of {@linkcode UsbDevice.configurations}, the same object), from
+   * libusb's `libusb_get_configuration` (on Linux the kernel's cached value, no bus traffic);
+   * `undefined` while the device is unconfigured (configuration value 0).
    *
    * @example
    * ```ts ignore
@@ -290,24 +366,174 @@ export class UsbDevice implements Disposable {
    * ```
    */
   get configuration(): UsbConfiguration | undefined {
-    const reply = this.controlTransferIn(
-      {
-        requestType: "standard",
-        recipient: "device",
-        request: GET_CONFIGURATION,
-        value: 0,
-        index: 0,
-      },
-      1,
-    );
-    if (reply.length < 1) {
-      throw new UsbError(LibusbError.IO, {
-        operation: "configuration",
-        detail: "GET_CONFIGURATION returned no data",
+    this.#check("configuration");
+    const value = this.#activeConfigurationValue();
+    if (value !== this.#known.activeValue) this.#known.activated(value);
+    if (value === 0) return undefined;
+    return this.#known.all.find((c) => c.configurationValue === value);
+  }
+
+  #activeConfigurationValue(): number {
+    const out = new Int32Array(1);
+    const code = this.#symbols.libusb_get_configuration(this.#handle, out);
+    if (code < 0) throw new UsbError(code, { operation: "configuration" });
+    return out[0];
+  }
+
+  /**
+   * Makes another configuration active (`bConfigurationValue`, as in
+   * {@linkcode UsbDevice.configurations}); every interface goes back to its first alternate
+   * setting. Release claimed interfaces first: libusb refuses with `LIBUSB_ERROR_BUSY` while any
+   * is claimed. Selecting the active configuration again is a lightweight reset of the device's
+   * endpoints (halts cleared, toggles reset).
+   *
+   * @example
+   * ```ts ignore
+   * dev.selectConfiguration(dev.configurations[1].configurationValue);
+   * ```
+   */
+  selectConfiguration(configurationValue: number): void {
+    const operation = `selectConfiguration(${configurationValue})`;
+    this.#check(operation);
+    checkInteger(configurationValue, 0xff, "configurationValue", operation);
+    if (this.#claimed.size > 0) {
+      throw new UsbError(LibusbError.BUSY, {
+        operation,
+        detail: `release interface ${[...this.#claimed].join(", ")} first`,
       });
     }
-    if (reply[0] === 0) return undefined;
-    return this.configurations.find((c) => c.configurationValue === reply[0]);
+    const code = this.#symbols.libusb_set_configuration(this.#handle, configurationValue);
+    if (code < 0) throw new UsbError(code, { operation });
+    this.#known.activated(configurationValue);
+  }
+
+  /**
+   * Resets the device (a USB port reset), then restores its configuration and the interfaces
+   * this handle claimed. The device's state (alternate settings, halts, data toggles, whatever
+   * its firmware keeps) starts over. When the device comes back as a different one (its
+   * descriptors changed), libusb cannot restore it: this throws `LIBUSB_ERROR_NOT_FOUND` and the
+   * device must be opened again. Async transfers in flight fail; await them first.
+   *
+   * @example
+   * ```ts ignore
+   * dev.reset();
+   * dev.transferOut(0x02, command); // works as after a fresh open
+   * ```
+   */
+  reset(): void {
+    const operation = "reset";
+    this.#check(operation);
+    if (this.#pending > 0) {
+      throw new UsbError(LibusbError.BUSY, {
+        operation,
+        detail: `${this.#pending} async transfers are in flight; await them first`,
+      });
+    }
+    const code = this.#symbols.libusb_reset_device(this.#handle);
+    this.#known.reset();
+    if (code === LibusbError.NOT_FOUND) {
+      throw new UsbError(code, {
+        operation,
+        detail: "the device re-enumerated as a different device: close it and open it again",
+      });
+    }
+    if (code < 0) throw new UsbError(code, { operation });
+  }
+
+  /**
+   * Whether a kernel driver is bound to an interface (and so `claimInterface` will detach it).
+   * False where the platform has no kernel drivers to ask about (libusb says NOT_SUPPORTED, as on
+   * macOS and Windows).
+   *
+   * @example
+   * ```ts ignore
+   * if (dev.kernelDriverActive(0)) console.log("usbhid has it");
+   * ```
+   */
+  kernelDriverActive(interfaceNumber: number): boolean {
+    const operation = `kernelDriverActive(${interfaceNumber})`;
+    this.#check(operation);
+    checkInteger(interfaceNumber, 0xff, "interfaceNumber", operation);
+    const code = this.#symbols.libusb_kernel_driver_active(this.#handle, interfaceNumber);
+    if (code === LibusbError.NOT_SUPPORTED) return false;
+    if (code < 0) throw new UsbError(code, { operation });
+    return code === 1;
+  }
+
+  /**
+   * Detaches the kernel driver bound to an interface; returns false when none was bound (nothing
+   * to do). The driver stays detached until {@linkcode UsbDevice.attachKernelDriver} (or the
+   * device is replugged); `claimInterface` does this on its own and re-attaches on release.
+   *
+   * @example
+   * ```ts ignore
+   * const detached = dev.detachKernelDriver(0);
+   * dev.claimInterface(0);
+   * // …
+   * dev.releaseInterface(0);
+   * if (detached) dev.attachKernelDriver(0);
+   * ```
+   */
+  detachKernelDriver(interfaceNumber: number): boolean {
+    const operation = `detachKernelDriver(${interfaceNumber})`;
+    this.#check(operation);
+    checkInteger(interfaceNumber, 0xff, "interfaceNumber", operation);
+    const code = this.#symbols.libusb_detach_kernel_driver(this.#handle, interfaceNumber);
+    if (code === LibusbError.NOT_FOUND || code === LibusbError.NOT_SUPPORTED) return false;
+    if (code < 0) throw new UsbError(code, { operation });
+    return true;
+  }
+
+  /**
+   * Binds the kernel's driver to an interface again (after
+   * {@linkcode UsbDevice.detachKernelDriver}). Throws `LIBUSB_ERROR_BUSY` while the interface is
+   * claimed, `LIBUSB_ERROR_NOT_FOUND` when no driver wants it.
+   *
+   * @example
+   * ```ts ignore
+   * dev.attachKernelDriver(0);
+   * ```
+   */
+  attachKernelDriver(interfaceNumber: number): void {
+    const operation = `attachKernelDriver(${interfaceNumber})`;
+    this.#check(operation);
+    checkInteger(interfaceNumber, 0xff, "interfaceNumber", operation);
+    const code = this.#symbols.libusb_attach_kernel_driver(this.#handle, interfaceNumber);
+    if (code < 0) throw new UsbError(code, { operation });
+  }
+
+  /**
+   * The speed the device runs at on its port.
+   *
+   * @example
+   * ```ts ignore
+   * console.log(dev.speed); // "high"
+   * ```
+   */
+  get speed(): UsbSpeed {
+    this.#check("speed");
+    const device = this.#symbols.libusb_get_device(this.#handle);
+    return SPEEDS[this.#symbols.libusb_get_device_speed(device)] ?? "unknown";
+  }
+
+  /**
+   * The ports from the root hub down to the device (e.g. `[1, 4]`: port 4 of the hub on root
+   * port 1); with `info.busNumber` it names where the device is plugged in, which stays the same
+   * across a replug into the same socket while its address changes.
+   *
+   * @example
+   * ```ts ignore
+   * console.log(`${dev.info.busNumber}-${dev.portPath.join(".")}`); // "1-1.4", as in sysfs
+   * ```
+   */
+  get portPath(): number[] {
+    const operation = "portPath";
+    this.#check(operation);
+    const device = this.#symbols.libusb_get_device(this.#handle);
+    const ports = new Uint8Array(7); // USB allows at most 7 tiers
+    const count = this.#symbols.libusb_get_port_numbers(device, ports, ports.length);
+    if (count < 0) throw new UsbError(count, { operation });
+    return [...ports.subarray(0, count)];
   }
 
   #descriptor(type: number, index: number, language: number, length: number): Uint8Array {
@@ -317,44 +543,10 @@ export class UsbDevice implements Disposable {
         recipient: "device",
         request: GET_DESCRIPTOR,
         value: (type << 8) | index,
-        index: language,
+        index: type === DescriptorType.String ? language : 0,
       },
       length,
     );
-  }
-
-  #readConfigurations(): readonly UsbConfiguration[] {
-    const device = parseDeviceDescriptor(this.#descriptor(DescriptorType.Device, 0, 0, 18));
-    let language: number | null | undefined; // null: string descriptors are not readable
-    const strings = new Map<number, string | undefined>();
-    const string = (index: number): string | undefined => {
-      if (strings.has(index)) return strings.get(index);
-      let text: string | undefined;
-      try {
-        if (language === undefined) {
-          language = null;
-          language = parseLanguageIds(this.#descriptor(DescriptorType.String, 0, 0, 255))[0] ??
-            null;
-        }
-        if (language !== null) {
-          text = parseStringDescriptor(
-            this.#descriptor(DescriptorType.String, index, language, 255),
-          );
-        }
-      } catch {
-        text = undefined; // no string, or not readable: the name is left out
-      }
-      strings.set(index, text);
-      return text;
-    };
-    const configurations: UsbConfiguration[] = [];
-    for (let i = 0; i < device.numConfigurations; i++) {
-      const header = this.#descriptor(DescriptorType.Configuration, i, 0, 9);
-      const total = configurationTotalLength(header);
-      const bytes = this.#descriptor(DescriptorType.Configuration, i, 0, total);
-      configurations.push(parseConfigurationDescriptor(bytes, { strings: string }));
-    }
-    return configurations;
   }
 
   #check(operation: string): void {
@@ -446,6 +638,7 @@ export class UsbDevice implements Disposable {
       alternateSetting,
     );
     if (code < 0) throw new UsbError(code, { operation });
+    this.#known.selected(interfaceNumber, alternateSetting);
   }
 
   /**
@@ -466,9 +659,34 @@ export class UsbDevice implements Disposable {
   }
 
   /**
-   * Sends bytes to a bulk (or, on Linux, interrupt) OUT endpoint and returns how many were
-   * written. libusb writes everything or fails; a timeout part-way throws a `UsbError` whose
-   * `transferred` says how much went out.
+   * Whether libusb's interrupt call drives this endpoint (the active configuration's selected
+   * alternate settings say it is an interrupt endpoint) rather than its bulk call. Descriptors
+   * the device will not give count as bulk, as before they were read.
+   */
+  #isInterrupt(endpoint: number): boolean {
+    return this.#known.endpointType(endpoint) === "interrupt";
+  }
+
+  #syncCall(endpoint: number): TransferCall {
+    const call = this.#isInterrupt(endpoint)
+      ? this.#symbols.libusb_interrupt_transfer
+      : this.#symbols.libusb_bulk_transfer;
+    return (data, length, transferred, timeout) =>
+      call(this.#handle, endpoint, data, length, transferred, timeout);
+  }
+
+  #asyncCall(endpoint: number): AsyncTransferCall {
+    const call = this.#isInterrupt(endpoint)
+      ? this.#symbols.libusb_interrupt_transfer_nonblocking
+      : this.#symbols.libusb_bulk_transfer_nonblocking;
+    return (data, length, transferred, timeout) =>
+      call(this.#handle, endpoint, data, length, transferred, timeout);
+  }
+
+  /**
+   * Sends bytes to a bulk or interrupt OUT endpoint (libusb's call for the endpoint's type, from
+   * the descriptors) and returns how many were written. libusb writes everything or fails; a
+   * failure part-way throws a `UsbError` whose `transferred` says how much went out.
    *
    * @example
    * ```ts ignore
@@ -480,48 +698,36 @@ export class UsbDevice implements Disposable {
     this.#check(operation);
     this.#endpoint(endpoint, "out", operation);
     const bytes = bytesOf(data, operation);
-    const timeout = timeoutOf(options, operation);
+    const plan = planOf(bytes, "out", options, operation);
     this.#checkIdle(endpoint, operation);
-    const transferred = new Int32Array(1);
-    const code = this.#symbols.libusb_bulk_transfer(
-      this.#handle,
-      endpoint,
-      bytes,
-      bytes.byteLength,
-      transferred,
-      timeout,
-    );
-    return outResult(code, transferred, operation);
+    return runTransfer(this.#syncCall(endpoint), plan);
   }
 
   /**
-   * Reads up to `length` bytes from a bulk (or, on Linux, interrupt) IN endpoint. A short packet
-   * ends the transfer early: the result is then shorter than `length`. Ask for a multiple of the
+   * Reads from a bulk or interrupt IN endpoint. Given a length, up to that many bytes land in a
+   * new array; given a `Uint8Array` (such as a queue item's `data`), they land in it, with no
+   * allocation, and the result is the filled part of it (a view on the same memory). A short
+   * packet ends the transfer early: the result is then shorter. Ask for a multiple of the
    * endpoint's max packet size, or a larger packet overflows (`LIBUSB_ERROR_OVERFLOW`).
    *
    * @example
    * ```ts ignore
    * const reply = dev.transferIn(0x81, 512, { timeout: 1000 });
+   * const report = dev.transferIn(0x83, item.data.subarray(0, 8), { signal: item.signal });
    * ```
    */
-  transferIn(endpoint: number, length: number, options?: TransferOptions): Uint8Array {
+  transferIn(
+    endpoint: number,
+    lengthOrBuffer: number | Uint8Array,
+    options?: TransferOptions,
+  ): Uint8Array {
     const operation = operationName("transferIn", endpoint);
     this.#check(operation);
     this.#endpoint(endpoint, "in", operation);
-    checkInteger(length, MAX_LENGTH, "length", operation);
-    const timeout = timeoutOf(options, operation);
+    const buffer = roomOf(lengthOrBuffer, operation);
+    const plan = planOf(buffer, "in", options, operation);
     this.#checkIdle(endpoint, operation);
-    const buffer = new Uint8Array(length);
-    const transferred = new Int32Array(1);
-    const code = this.#symbols.libusb_bulk_transfer(
-      this.#handle,
-      endpoint,
-      buffer,
-      length,
-      transferred,
-      timeout,
-    );
-    return inResult(code, buffer, transferred, operation);
+    return buffer.subarray(0, runTransfer(this.#syncCall(endpoint), plan));
   }
 
   #queue<T>(endpoint: number, operation: string, run: () => Promise<T>): Promise<T> {
@@ -572,20 +778,12 @@ export class UsbDevice implements Disposable {
     try {
       this.#check(operation);
       this.#endpoint(endpoint, "out", operation);
-      const bytes = bytesOf(data, operation);
-      const timeout = timeoutOf(options, operation);
-      return this.#queue(endpoint, operation, async () => {
-        const transferred = new Int32Array(1);
-        const code = await this.#symbols.libusb_bulk_transfer_nonblocking(
-          this.#handle,
-          endpoint,
-          bytes,
-          bytes.byteLength,
-          transferred,
-          timeout,
-        );
-        return outResult(code, transferred, operation);
-      });
+      const plan = planOf(bytesOf(data, operation), "out", options, operation);
+      return this.#queue(
+        endpoint,
+        operation,
+        () => runTransferAsync(this.#asyncCall(endpoint), plan),
+      );
     } catch (error) {
       return Promise.reject(error);
     }
@@ -593,37 +791,29 @@ export class UsbDevice implements Disposable {
 
   /**
    * Like {@linkcode UsbDevice.transferIn}, but the transfer runs on another thread and this thread
-   * goes on.
+   * goes on. A given `Uint8Array` is written in place: leave it alone until the promise settles.
    *
    * @example
    * ```ts ignore
-   * const reply = await dev.transferInAsync(0x81, 512, { timeout: 1000 });
+   * const reply = await dev.transferInAsync(0x81, 512, { timeout: 1000, signal });
    * ```
    */
   transferInAsync(
     endpoint: number,
-    length: number,
+    lengthOrBuffer: number | Uint8Array,
     options?: TransferOptions,
   ): Promise<Uint8Array> {
     const operation = operationName("transferInAsync", endpoint);
     try {
       this.#check(operation);
       this.#endpoint(endpoint, "in", operation);
-      checkInteger(length, MAX_LENGTH, "length", operation);
-      const timeout = timeoutOf(options, operation);
-      return this.#queue(endpoint, operation, async () => {
-        const buffer = new Uint8Array(length);
-        const transferred = new Int32Array(1);
-        const code = await this.#symbols.libusb_bulk_transfer_nonblocking(
-          this.#handle,
-          endpoint,
-          buffer,
-          length,
-          transferred,
-          timeout,
-        );
-        return inResult(code, buffer, transferred, operation);
-      });
+      const buffer = roomOf(lengthOrBuffer, operation);
+      const plan = planOf(buffer, "in", options, operation);
+      return this.#queue(
+        endpoint,
+        operation,
+        async () => buffer.subarray(0, await runTransferAsync(this.#asyncCall(endpoint), plan)),
+      );
     } catch (error) {
       return Promise.reject(error);
     }
@@ -761,20 +951,27 @@ function operationName(name: string, endpoint: unknown): string {
   return `${name}(${typeof endpoint === "number" ? hex(endpoint) : endpoint})`;
 }
 
-/** A bulk OUT transfer's outcome: the bytes written, or a `UsbError` that says how many went. */
-function outResult(code: number, transferred: Int32Array, operation: string): number {
-  if (code < 0) throw new UsbError(code, { operation, transferred: transferred[0] });
-  return transferred[0];
+/** Where an IN transfer's bytes land: a new array of that length, or the caller's own. */
+function roomOf(lengthOrBuffer: number | Uint8Array, operation: string): Uint8Array {
+  if (lengthOrBuffer instanceof Uint8Array) {
+    if (lengthOrBuffer.byteLength > MAX_LENGTH) {
+      throw invalid(operation, "the buffer is longer than 2^31-1 bytes");
+    }
+    return lengthOrBuffer;
+  }
+  return new Uint8Array(checkInteger(lengthOrBuffer, MAX_LENGTH, "length", operation));
 }
 
-/** A bulk IN transfer's outcome: the bytes read, or a `UsbError` carrying the partial data. */
-function inResult(
-  code: number,
-  buffer: Uint8Array,
-  transferred: Int32Array,
+function planOf(
+  bytes: Uint8Array,
+  direction: "in" | "out",
+  options: TransferOptions | undefined,
   operation: string,
-): Uint8Array {
-  const data = buffer.subarray(0, Math.max(0, Math.min(buffer.length, transferred[0])));
-  if (code < 0) throw new UsbError(code, { operation, transferred: data.length, data });
-  return data;
+) {
+  const timeout = timeoutOf(options, operation);
+  const signal = options?.signal;
+  if (signal !== undefined && !(signal instanceof AbortSignal)) {
+    throw invalid(operation, "signal must be an AbortSignal");
+  }
+  return { bytes, timeout, direction, operation, ...(signal ? { signal } : {}) };
 }

@@ -79,6 +79,14 @@ class LoopItem implements WorkItem {
         watched.add(this);
         watchAborts();
       }
+      // A blocking transfer holds this thread, so neither the ABORT_WAKE watcher nor the stop
+      // message can run: it polls the shared words through this hook between its slices.
+      pollable(this.#controller.signal, () => {
+        if (this.#controller?.signal.aborted) return;
+        if (!pollStop() && this.live() && pool.abandoned(this.index, this.run)) {
+          this.abort(abandonedReason());
+        }
+      });
     }
     return this.#controller.signal;
   }
@@ -145,6 +153,31 @@ function statusOf(error: unknown): StatusCode {
 
 // ── item signals ─────────────────────────────────────────────────────────────────────────
 
+/** The key under which a signal carries its synchronous abort check (read by ffi/transfer.ts). */
+const POLL_ABORT = Symbol.for("tbq.pollAbort");
+
+function pollable(signal: AbortSignal, poll: () => void): void {
+  Object.defineProperty(signal, POLL_ABORT, { value: poll });
+}
+
+function abandonedReason(): DOMException {
+  return new DOMException("the item's waiter gave up (its signal aborted)", "AbortError");
+}
+
+/**
+ * The owner asked the loop to stop (it writes STOP_REQUESTED before it posts the message): aborts
+ * `ctx.signal` and the items' signals now, as the stop will. True if it did.
+ */
+function pollStop(): boolean {
+  if (!running || controller.signal.aborted || !pool.hasFlag(Flag.STOP_REQUESTED)) return false;
+  const reason = pool.hasFlag(Flag.CLOSING)
+    ? new QueueError("Closed", "the queue is closed")
+    : new QueueError("Closed", "the queue's loop is stopping");
+  controller.abort(reason);
+  abortItems(reason);
+  return true;
+}
+
 let watchingAborts = false;
 
 /** While some item's signal is watched, sleeps on ABORT_WAKE and aborts abandoned items. */
@@ -156,9 +189,7 @@ function watchAborts(): void {
     for (const item of watched) {
       if (!item.live()) watched.delete(item);
       else if (pool.abandoned(item.index, item.run)) {
-        item.abort(
-          new DOMException("the item's waiter gave up (its signal aborted)", "AbortError"),
-        );
+        item.abort(abandonedReason());
       }
     }
     if (watched.size === 0) return;
@@ -386,6 +417,7 @@ async function init(command: Extract<Command, { type: "init" }>): Promise<void> 
 /** Runs `pre`, then lets the loop take items (the owner cleared STOP_REQUESTED first). */
 async function start(): Promise<void> {
   controller = new AbortController();
+  pollable(controller.signal, pollStop);
   await handlers.pre?.(context);
   running = true;
   pool.setFlag(Flag.RUNNING);
