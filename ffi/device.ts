@@ -284,6 +284,8 @@ export class UsbDevice implements Disposable {
   #closing = false;
   #finalized = false;
   #claimed = new Set<number>();
+  /** Interfaces whose kernel driver the user detached: it stays detached until they attach it. */
+  #userDetached = new Set<number>();
   #pending = 0;
   #pendingByEndpoint = new Map<number, number>();
   #chains = new Map<number, Promise<void>>();
@@ -481,6 +483,7 @@ export class UsbDevice implements Disposable {
     const code = this.#symbols.libusb_detach_kernel_driver(this.#handle, interfaceNumber);
     if (code === LibusbError.NOT_FOUND || code === LibusbError.NOT_SUPPORTED) return false;
     if (code < 0) throw new UsbError(code, { operation });
+    this.#userDetached.add(interfaceNumber);
     return true;
   }
 
@@ -500,6 +503,7 @@ export class UsbDevice implements Disposable {
     checkInteger(interfaceNumber, 0xff, "interfaceNumber", operation);
     const code = this.#symbols.libusb_attach_kernel_driver(this.#handle, interfaceNumber);
     if (code < 0) throw new UsbError(code, { operation });
+    this.#userDetached.delete(interfaceNumber);
   }
 
   /**
@@ -579,7 +583,8 @@ export class UsbDevice implements Disposable {
 
   /**
    * Claims an interface, first asking libusb to detach a kernel driver bound to it (re-attached on
-   * release; a no-op where the platform has none).
+   * release; a no-op where the platform has none). A driver detached with
+   * {@linkcode UsbDevice.detachKernelDriver} stays detached after the release.
    *
    * @example
    * ```ts ignore
@@ -614,9 +619,24 @@ export class UsbDevice implements Disposable {
     const operation = `releaseInterface(${interfaceNumber})`;
     this.#check(operation);
     checkInteger(interfaceNumber, 0xff, "interfaceNumber", operation);
-    const code = this.#symbols.libusb_release_interface(this.#handle, interfaceNumber);
+    const code = this.#release(interfaceNumber);
     this.#claimed.delete(interfaceNumber);
     if (code < 0) throw new UsbError(code, { operation });
+  }
+
+  /**
+   * libusb's auto-detach re-attaches the kernel driver on every release; an interface whose driver
+   * the user detached explicitly is released with it switched off, so the driver stays away.
+   */
+  #release(interfaceNumber: number): number {
+    const autoDetach = this.#symbols.libusb_set_auto_detach_kernel_driver;
+    const keepDetached = this.#userDetached.has(interfaceNumber) && autoDetach;
+    if (keepDetached) autoDetach(this.#handle, 0);
+    try {
+      return this.#symbols.libusb_release_interface(this.#handle, interfaceNumber);
+    } finally {
+      if (keepDetached) autoDetach(this.#handle, 1);
+    }
   }
 
   /**
@@ -745,15 +765,18 @@ export class UsbDevice implements Disposable {
       }
       return run();
     };
-    const result = previous.then(start);
-    const tail = result.then(() => {}, () => {}).finally(() => {
+    // The count drops before the caller's await resumes, so the endpoint is free for a blocking
+    // transfer right after (a reaction on the result would run a microtask too late).
+    const settle = () => {
       this.#pending--;
       const left = (this.#pendingByEndpoint.get(endpoint) ?? 1) - 1;
       if (left === 0) this.#pendingByEndpoint.delete(endpoint);
       else this.#pendingByEndpoint.set(endpoint, left);
       if (this.#chains.get(endpoint) === tail) this.#chains.delete(endpoint);
       if (this.#closing && this.#pending === 0) this.#finalize();
-    });
+    };
+    const result = previous.then(start).finally(settle);
+    const tail: Promise<void> = result.then(() => {}, () => {});
     this.#chains.set(endpoint, tail);
     return result;
   }
@@ -906,8 +929,8 @@ export class UsbDevice implements Disposable {
     if (this.#finalized) return;
     this.#finalized = true;
     for (const interfaceNumber of this.#claimed) {
-      // Best effort: re-attaches a detached kernel driver; fails harmlessly if unplugged.
-      this.#symbols.libusb_release_interface(this.#handle, interfaceNumber);
+      // Best effort: re-attaches a driver claimInterface detached; fails harmlessly if unplugged.
+      this.#release(interfaceNumber);
     }
     this.#claimed.clear();
     this.#symbols.libusb_close(this.#handle);

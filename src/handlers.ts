@@ -42,6 +42,12 @@ export interface WorkItem {
    * the waiter gets the buffer back with this size.
    */
   size: number;
+  /**
+   * The most bytes `size` can be: the queue's `bufferSize`, so a handler that reads a reply into
+   * the buffer knows its room (set `size` to it, read, set `size` to what arrived). Always present
+   * on the queue's items; a hand-made item (a test's) may leave it out, meaning `data.length`.
+   */
+  readonly capacity?: number;
   /** The buffer's slot number in the pool (stable across rounds; handy as a map key). */
   readonly index: number;
   /**

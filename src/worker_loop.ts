@@ -56,6 +56,10 @@ class LoopItem implements WorkItem {
     this.context = contextViews[slot] ??= pool.contextView(slot);
   }
 
+  get capacity(): number {
+    return dataViews[this.index].length;
+  }
+
   get data(): Uint8Array {
     return this.#data;
   }
@@ -63,6 +67,7 @@ class LoopItem implements WorkItem {
   get size(): number {
     return this.#size;
   }
+
 
   set size(size: number) {
     pool.setSize(this.index, this.generation, size, this.run);

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { QueueError, Status } from "../mod.ts";
+import { QueueError, Status, ThreadedBufferQueue } from "../mod.ts";
 import { Cmd, P } from "./fixtures/probe.ts";
 import { consistent, item, scripted, settled, within } from "./helpers.ts";
 
@@ -219,4 +219,18 @@ Deno.test("work returning WorkComplete after workCompleted: the first status sta
   await reported(1);
   assert.match(errors[0].error.message, /already completed/);
   assert.equal(consistent(queue, 4).failed, 1);
+});
+
+Deno.test("item.capacity is bufferSize: a handler can grow size to it and read a reply in", async () => {
+  await using queue = await ThreadedBufferQueue.create({
+    bufferQueue: { bufferCount: 2, bufferSize: 100 },
+    handlers: new URL("./fixtures/capacity_handlers.ts", import.meta.url),
+  });
+  await queue.start();
+  const buffer = await queue.acquire();
+  buffer.size = 3; // a short request
+  assert.equal(await queue.enqueueAndWait(buffer, { keep: true }), 100);
+  assert.equal(buffer.size, 99);
+  assert.ok(buffer.data.every((byte) => byte === 0x5a));
+  queue.reuse(buffer);
 });

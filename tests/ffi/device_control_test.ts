@@ -410,3 +410,58 @@ Deno.test("speed and port path", () => {
   device.close();
   assert.throws(() => device.portPath, usbError("LIBUSB_ERROR_NO_DEVICE"));
 });
+
+Deno.test("right after an async transfer settles, the endpoint takes a blocking one", async () => {
+  const { device } = scripted({
+    transfer: (
+      _name,
+      _endpoint,
+      _data,
+      _length,
+      transferred,
+    ) => (transferred[0] = 0, LibusbError.TIMEOUT),
+  });
+  const controller = new AbortController();
+  const reading = device.transferInAsync(0x81, 8, { timeout: 0, signal: controller.signal });
+  controller.abort();
+  await assert.rejects(reading, usbError("LIBUSB_ERROR_INTERRUPTED"));
+  assert.equal(device.pendingTransfers, 0);
+  assert.throws(() => device.transferIn(0x81, 8, { timeout: 5 }), usbError("LIBUSB_ERROR_TIMEOUT"));
+  await device.transferOutAsync(0x02, new Uint8Array(1)).catch(() => {});
+  assert.throws(
+    () => device.transferOut(0x02, new Uint8Array(1)),
+    usbError("LIBUSB_ERROR_TIMEOUT"),
+  );
+  device.close();
+});
+
+Deno.test("a driver the user detached stays detached across claim and release", () => {
+  const { device, calls } = scripted({ codes: { kernel_driver_active: 1 } });
+  const names = () => calls.map((c) => `${c.name}${c.name === "auto_detach" ? c.args[1] : ""}`);
+  device.claimInterface(0);
+  device.releaseInterface(0); // claimInterface's own detach: libusb re-attaches on release
+  assert.deepEqual(names(), ["auto_detach1", "libusb_claim_interface", "libusb_release_interface"]);
+  calls.length = 0;
+  assert.equal(device.detachKernelDriver(0), true);
+  device.claimInterface(0);
+  device.releaseInterface(0); // released with auto-detach off: the driver stays away
+  assert.deepEqual(names(), [
+    "detach",
+    "auto_detach1",
+    "libusb_claim_interface",
+    "auto_detach0",
+    "libusb_release_interface",
+    "auto_detach1",
+  ]);
+  calls.length = 0;
+  device.attachKernelDriver(0);
+  device.claimInterface(0);
+  device.releaseInterface(0);
+  assert.deepEqual(names(), [
+    "attach",
+    "auto_detach1",
+    "libusb_claim_interface",
+    "libusb_release_interface",
+  ]);
+  device.close();
+});

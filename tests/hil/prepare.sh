@@ -25,6 +25,12 @@ PACKAGES=(qemu-system-x86 busybox-static libusb-1.0-0 xz-utils)
 # can claim the interfaces; the whole module tree stays reachable in the guest
 # for `busybox modprobe` when a test wants a kernel driver.
 BOOT_MODULES=(xhci_pci virtio_pci 9pnet_virtio 9p overlay)
+# Modules a run may ask for (GuestOptions.modules) that ship in the initramfs
+# with their dependency order, so init can insmod them before USB enumeration
+# ends; any other module is modprobe'd from the cached tree after the root is
+# mounted. usbhid binds the usb-kbd's interface; hid_generic binds the HID
+# device usbhid creates (and gives it an input device).
+EXTRA_MODULES=(usbhid hid_generic)
 
 # Root is needed for apt-get and for the device node in the initramfs; a
 # non-root caller only gets the "cache up to date" check.
@@ -191,7 +197,21 @@ visit() {
   ORDER+=("$m")
 }
 for m in "${BOOT_MODULES[@]}"; do visit "$m"; done
-log "boot modules in load order: ${ORDER[*]}"
+BOOT_ORDER=("${ORDER[@]}")
+log "boot modules in load order: ${BOOT_ORDER[*]}"
+# Each extra module's load sequence: what it needs beyond the boot modules,
+# dependencies first.
+EXTRA_LINES=()
+declare -A EXTRA_FILES=()
+for m in "${EXTRA_MODULES[@]}"; do
+  SEEN=()
+  for b in "${BOOT_ORDER[@]}"; do SEEN[$b]=1; done
+  ORDER=()
+  visit "$m"
+  EXTRA_LINES+=("$m ${ORDER[*]}")
+  for k in "${ORDER[@]}"; do EXTRA_FILES[$k]=1; done
+  log "extra module $m: load order ${ORDER[*]}"
+done
 
 # --- 6. initramfs -------------------------------------------------------------
 # PID 1 of the guest. It loads the boot modules, mounts the per-run share
@@ -227,10 +247,26 @@ while read -r m; do
   insmod "/modules/$m.ko" || fail "insmod $m"
   trace "insmod $m"
 done < /modules.order
+# Requested modules that ship here (their load sequence in /modules.extra)
+# load now, before USB enumeration ends, so their drivers bind as devices
+# appear; the others wait for the module tree (modprobe, after the root).
+TBQ_MODPROBE=""
+load_extra() {
+  line="$(grep "^$1 " /modules.extra)"
+  if [ -z "$line" ]; then
+    TBQ_MODPROBE="$TBQ_MODPROBE $1"
+    return 0
+  fi
+  for k in ${line#* }; do
+    [ -d "/sys/module/$k" ] || insmod "/modules/$k.ko" || fail "insmod $k (for $1)"
+  done
+  trace "module $1"
+}
 O9P="trans=virtio,version=9p2000.L,msize=512000"
 mount -t 9p -o "$O9P,cache=none" tbqrun /share || fail "mount tbqrun"
 [ -f /share/config.sh ] || fail "no config.sh in the run share"
 . /share/config.sh
+for m in ${TBQ_MODULES:-}; do load_extra "$m"; done
 mount -t 9p -o "$O9P,ro,cache=loose" hostroot /lower || fail "mount hostroot"
 mount -t tmpfs -o mode=0755 upper /rw || fail "mount tmpfs"
 mkdir -p /rw/upper /rw/work
@@ -259,6 +295,23 @@ tbq_shares
 trace "shares mounted"
 mkdir -p "$R$TBQ_RUNDIR"
 mount --bind /share "$R$TBQ_RUNDIR" || fail "bind run share"
+# Hotplug for libudev users (libusb): the uevent relay (tests/hil/
+# uevent_relay.ts) re-broadcasts kernel uevents the way udevd would. It starts
+# now so that deno's start-up overlaps USB enumeration; the command waits for it.
+RELAY_READY="$R/run/tbq-uevent-relay.ready"
+if [ -n "${TBQ_RELAY:-}" ]; then
+  chroot $R /bin/sh -c "$TBQ_RELAY" < /dev/null > /share/uevent-relay.log 2>&1 &
+  relay_pid=$!
+  trace "relay started"
+fi
+if [ -n "$TBQ_MODPROBE" ]; then
+  mkdir -p /lib/modules
+  ln -sfn "/lower$TBQ_MODDIR" "/lib/modules/$TBQ_KVER"
+  for m in $TBQ_MODPROBE; do
+    modprobe "$m" || fail "modprobe $m"
+    trace "modprobe $m"
+  done
+fi
 # Wait (bounded) until the host's USB devices have enumerated; the hub
 # driver has no event a shell could block on, so poll sysfs.
 usb_count() {
@@ -275,6 +328,18 @@ while [ "$(usb_count)" -lt "${TBQ_USB_DEVICES:-0}" ] && [ $tries -lt 500 ]; do
 done
 [ "$(usb_count)" -ge "${TBQ_USB_DEVICES:-0}" ] || say "usb-timeout $(usb_count)/$TBQ_USB_DEVICES"
 trace "usb settled"
+if [ -n "${TBQ_RELAY:-}" ]; then
+  tries=0
+  while [ ! -e "$RELAY_READY" ] && [ $tries -lt 3000 ] && kill -0 $relay_pid 2> /dev/null; do
+    usleep 10000
+    tries=$((tries + 1))
+  done
+  if [ ! -e "$RELAY_READY" ]; then
+    tail -n 20 /share/uevent-relay.log
+    fail "uevent relay not listening (see uevent-relay.log above)"
+  fi
+  trace "relay listening"
+fi
 say "command-start $(uptime_s)"
 chroot $R /bin/sh "$TBQ_RUNDIR/job.sh" < /dev/null > /share/stdout 2> /share/stderr
 code=$?
@@ -291,16 +356,21 @@ rm -rf "$STAGE"
 mkdir -p "$STAGE"/{bin,dev,proc,sys,lower,rw,root,share,modules}
 cp "$BUSYBOX" "$STAGE/bin/busybox"
 : > "$STAGE/modules.order"
-for m in "${ORDER[@]}"; do
-  src="$MODDIR/${MODPATH[$m]}"
+stage_module() {
+  local src="$MODDIR/${MODPATH[$1]}"
   case "$src" in
-    *.ko.xz) xz -dc "$src" > "$STAGE/modules/$m.ko" ;;
-    *.ko.zst) zstd -dcq "$src" > "$STAGE/modules/$m.ko" ;;
-    *.ko.gz) gzip -dc "$src" > "$STAGE/modules/$m.ko" ;;
-    *) cp "$src" "$STAGE/modules/$m.ko" ;;
+    *.ko.xz) xz -dc "$src" > "$STAGE/modules/$1.ko" ;;
+    *.ko.zst) zstd -dcq "$src" > "$STAGE/modules/$1.ko" ;;
+    *.ko.gz) gzip -dc "$src" > "$STAGE/modules/$1.ko" ;;
+    *) cp "$src" "$STAGE/modules/$1.ko" ;;
   esac
+}
+for m in "${BOOT_ORDER[@]}"; do
+  stage_module "$m"
   echo "$m" >> "$STAGE/modules.order"
 done
+for m in "${!EXTRA_FILES[@]}"; do stage_module "$m"; done
+printf '%s\n' "${EXTRA_LINES[@]}" > "$STAGE/modules.extra"
 write_init > "$STAGE/init"
 chmod 0755 "$STAGE/init" "$STAGE/bin/busybox"
 # The kernel opens /dev/console for PID 1 before anything is mounted.
@@ -320,7 +390,8 @@ cat > "$MANIFEST" << EOF
   "initramfs": "$KDIR/initramfs.cpio",
   "modulesDir": "$MODDIR",
   "busybox": "$BUSYBOX",
-  "bootModules": "${ORDER[*]}"
+  "bootModules": "${BOOT_ORDER[*]}",
+  "extraModules": "${EXTRA_MODULES[*]}"
 }
 EOF
 log "done: $MANIFEST"

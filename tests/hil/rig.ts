@@ -9,7 +9,10 @@
  * Devices: `usb-storage` (46f4:0001) over a raw image file on the host, and
  * `usb-serial` (FTDI 0403:6001) whose chardev is a unix socket the rig holds:
  * bytes the guest writes arrive in {@link SerialLink}, and the host can write
- * back. The USB class drivers stay unloaded so libusb can claim interfaces.
+ * back; optionally a `usb-kbd` (0627:0001) the host types on through QMP
+ * ({@link Guest.typeKeys}). The USB class drivers stay unloaded (unless
+ * `modules` asks for them) so libusb can claim interfaces; `hotplug` starts a
+ * uevent relay so libusb in the guest sees devices come and go.
  *
  * See README.md in this directory.
  *
@@ -62,6 +65,25 @@ export interface GuestOptions {
   disk?: DiskOptions | false;
   /** Attach the FTDI usb-serial device (default true). */
   serial?: boolean;
+  /**
+   * Attach a QEMU `usb-kbd` (0627:0001, id `kbd`, high speed (QEMU's `usb_version=2`), on a USB2 root port of `xhci.0`);
+   * type on it with {@link Guest.typeKeys}. Default false.
+   */
+  keyboard?: boolean;
+  /**
+   * Start the uevent relay (`uevent_relay.ts`) before the command, so libudev monitors, such as
+   * the one behind libusb's device list and hotplug callbacks, see devices arrive and leave (the
+   * guest runs no udevd). The command starts only once the relay listens. Costs about 1 s of boot
+   * (deno's start-up in the guest, partly overlapped with USB enumeration). Default false.
+   */
+  hotplug?: boolean;
+  /**
+   * Kernel modules (with their dependencies) loaded before the command, e.g.
+   * `["usbhid", "hid_generic"]` to have a kernel driver bound to the keyboard. `usbhid` and
+   * `hid_generic` ship in the initramfs and load before USB enumeration ends; others are
+   * `modprobe`d from the cached module tree. A driver may still be binding as the command starts.
+   */
+  modules?: string[];
   /** Kill QEMU after this long (default 120 000 ms). */
   timeoutMs?: number;
   /** Guest memory in MiB (default 1024). */
@@ -76,8 +98,8 @@ export interface GuestOptions {
   qemuArgs?: string[];
   /**
    * USB devices (not hubs) the guest's init waits for (bounded, 10 s) before
-   * starting the command; default: the rig's own (storage + FTDI). Raise it
-   * when `qemuArgs` adds USB devices.
+   * starting the command; default: the rig's own (storage, FTDI, keyboard as
+   * enabled). Raise it when `qemuArgs` adds USB devices.
    */
   waitUsbDevices?: number;
   /** Keep the run directory after disposal (its path is in the result). */
@@ -104,6 +126,11 @@ export interface GuestResult {
   qemu: { code: number; stderr: string };
   /** Every byte the guest wrote to the FTDI device. */
   serialOutput: Uint8Array;
+  /**
+   * The uevent relay's output with `hotplug` ("listening", then one line per relayed event:
+   * `ms seqnum action devpath subsystem[/devtype]`); "" without.
+   */
+  relayLog: string;
   /** The run directory (removed on disposal unless `keepRunDir`). */
   runDir: string;
 }
@@ -140,6 +167,39 @@ export async function prepare(): Promise<void> {
   }).output();
   if (!out.success) throw new Error(`prepare.sh failed with exit code ${out.code}`);
 }
+
+/**
+ * The host's TSC frequency in kHz, when it can be trusted to be the `cpu MHz` of /proc/cpuinfo
+ * (a constant, non-stop TSC and no CPU frequency scaling, as in a cloud VM); else null. Under
+ * TCG the guest's TSC runs at the host's rate, but the guest kernel cannot calibrate it (no
+ * HPET or ACPI PM timer with `acpi=off`, the PIT too jittery) and falls back to jiffies, a 4 ms
+ * clock; the rig passes this as `tsc_early_khz` so the guest keeps the TSC.
+ *
+ * @example
+ * ```ts
+ * import { hostTscKhz } from "./rig.ts";
+ * const khz = hostTscKhz();
+ * console.log(khz === null ? "guest clock: jiffies" : `guest TSC at ${khz} kHz`);
+ * ```
+ */
+export function hostTscKhz(): number | null {
+  try {
+    const info = Deno.readTextFileSync("/proc/cpuinfo");
+    const flags = info.match(/^flags\s*:(.*)$/m)?.[1].split(" ") ?? [];
+    if (!flags.includes("constant_tsc") || !flags.includes("nonstop_tsc")) return null;
+    try {
+      Deno.statSync("/sys/devices/system/cpu/cpu0/cpufreq");
+      return null; // frequency scaling: "cpu MHz" is the current clock, not the TSC's
+    } catch { /* none: "cpu MHz" is the TSC frequency the kernel detected */ }
+    const mhz = Number(info.match(/^cpu MHz\s*:\s*([0-9.]+)$/m)?.[1]);
+    return Number.isFinite(mhz) && mhz > 100 ? Math.round(mhz * 1000) : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Path of the uevent relay program (reachable in the guest through the 9p root). */
+export const RELAY_PROGRAM: string = `${HERE}uevent_relay.ts`;
 
 /** The host's deno executable with symlinks resolved (valid in the guest too). */
 export function hostDeno(): string {
@@ -543,6 +603,34 @@ export class Guest {
     }
   }
 
+  /**
+   * Types on the `usb-kbd` (needs `keyboard: true`): for each QEMU qcode (`"a"`, `"h"`, `"ret"`,
+   * `"shift"`, ...) a key-down then a key-up event through QMP `input-send-event`, `delayMs`
+   * (default 30) between keys. QEMU's HID model queues up to 16 events; the guest sees one
+   * 8-byte boot report per event (down: the key's usage ID in byte 2; up: all zero).
+   *
+   * @example
+   * ```ts
+   * import { bootGuest } from "./rig.ts";
+   * async function hello(): Promise<void> {
+   *   await using guest = await bootGuest({ command: "sleep 5", keyboard: true });
+   *   await guest.commandStarted;
+   *   await guest.typeKeys(["h", "e", "l", "l", "o"]);
+   * }
+   * ```
+   */
+  async typeKeys(keys: readonly string[], options: { delayMs?: number } = {}): Promise<void> {
+    const delayMs = options.delayMs ?? 30;
+    for (const [i, key] of keys.entries()) {
+      if (i > 0 && delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
+      for (const down of [true, false]) {
+        await this.qmp.execute("input-send-event", {
+          events: [{ type: "key", data: { down, key: { type: "qcode", data: key } } }],
+        });
+      }
+    }
+  }
+
   #kill(): void {
     try {
       this.#child.kill("SIGKILL");
@@ -582,6 +670,7 @@ export class Guest {
       timedOut: this.#timedOut,
       qemu: { code: status.code, stderr: await this.#qemuStderr },
       serialOutput: this.serial?.received() ?? new Uint8Array(),
+      relayLog: (await read("uevent-relay.log")) ?? "",
       runDir: this.runDir,
     };
   }
@@ -632,7 +721,10 @@ export async function bootGuest(options: GuestOptions): Promise<Guest> {
     await Deno.writeTextFile(
       `${runDir}/config.sh`,
       configScript(manifest, runDir, shares, {
-        usbDevices: options.waitUsbDevices ?? (diskPath ? 1 : 0) + (serialOn ? 1 : 0),
+        usbDevices: options.waitUsbDevices ??
+          (diskPath ? 1 : 0) + (serialOn ? 1 : 0) + (options.keyboard ? 1 : 0),
+        modules: (options.modules ?? []).map((m) => m.replaceAll("-", "_")),
+        relay: options.hotplug ? relayCommand() : null,
       }),
     );
     await Deno.writeTextFile(`${runDir}/job.sh`, jobScript(options, cwd));
@@ -754,17 +846,35 @@ function qemuPath(p: string): string {
   return p.replaceAll(",", ",,");
 }
 
+/** The shell command (run chrooted by the guest's init) that starts the uevent relay. */
+function relayCommand(): string {
+  const env = [
+    `HOME=${Deno.env.get("HOME") ?? "/root"}`, // the host's deno cache, read through the overlay
+    `PATH=${Deno.env.get("PATH") ?? "/usr/bin:/bin"}`,
+    "NO_COLOR=1",
+    "DENO_NO_UPDATE_CHECK=1",
+  ];
+  const argv = [hostDeno(), "run", "-A", "--no-lock", "--no-config", RELAY_PROGRAM];
+  return ["exec", "env", "-i", ...env, ...argv, "/run/tbq-uevent-relay.ready"].map(shellQuote)
+    .join(" ");
+}
+
 function configScript(
   m: RigManifest,
   runDir: string,
   shares: string[],
-  o: { usbDevices: number },
+  o: { usbDevices: number; modules: string[]; relay: string | null },
 ): string {
+  for (const mod of o.modules) {
+    if (!/^[A-Za-z0-9_]+$/.test(mod)) throw new Error(`bad module name ${mod}`);
+  }
   const lines = [
     `TBQ_RUNDIR=${shellQuote(runDir)}`,
     `TBQ_KVER=${shellQuote(m.kernelRelease)}`,
     `TBQ_MODDIR=${shellQuote(m.modulesDir)}`,
     `TBQ_USB_DEVICES=${o.usbDevices}`,
+    `TBQ_MODULES=${shellQuote(o.modules.join(" "))}`,
+    `TBQ_RELAY=${shellQuote(o.relay ?? "")}`,
     "tbq_shares() {",
     "  :",
     ...shares.map((p, i) => `  share tbqshare${i} ${shellQuote(p)}`),
@@ -816,8 +926,9 @@ function qemuArgs(
     "tsc=reliable",
     "no_timer_check",
     "8250.nr_uarts=1",
+    tscArgument(o.kernelArgs),
     o.kernelArgs ?? "",
-  ].join(" ").trim();
+  ].join(" ").replace(/ +/g, " ").trim();
   const args = [
     ...["-nodefaults", "-no-user-config", "-machine", "pc", "-accel", "tcg", "-cpu", "max"],
     ...["-smp", String(o.cpus ?? 1), "-m", String(o.memoryMiB ?? 1024)],
@@ -844,7 +955,15 @@ function qemuArgs(
       ...["-device", "usb-serial,bus=xhci.0,chardev=ftdi,id=ftdi,always-plugged=on"],
     );
   }
+  if (o.keyboard) args.push("-device", "usb-kbd,bus=xhci.0,id=kbd");
   return [...args, ...(o.qemuArgs ?? [])];
+}
+
+/** `tsc_early_khz=…` unless the caller gives one (or the host's TSC rate is unknown). */
+function tscArgument(kernelArgs: string | undefined): string {
+  if (kernelArgs?.includes("tsc_early_khz=")) return "";
+  const khz = hostTscKhz();
+  return khz === null ? "" : `tsc_early_khz=${khz}`;
 }
 
 /** Closes a resource that may already be closed (a drained `readable` closes it). */

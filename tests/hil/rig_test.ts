@@ -2,14 +2,19 @@
  * Smoke test of the HIL rig itself (not of tbq): the guest boots, sees both
  * QEMU USB devices, runs the host's deno with libusb through Deno.dlopen, and
  * bytes cross the FTDI device in both directions; QMP hot-unplug works while
- * a guest command runs. The same file is the guest-side program: run with
- * TBQ_HIL_GUEST=1 (the rig sets it in the guest) it does the guest's part.
+ * a guest command runs. With `hotplug` and `keyboard`: one libusb context
+ * (`Libusb.devices()`) sees the FTDI vanish after QMP `device_del` and come
+ * back after `device_add` (the uevent relay at work), and the usb-kbd
+ * enumerates. The same file is the guest-side program: run with
+ * TBQ_HIL_GUEST=1 (the rig sets it in the guest) it does the guest's part
+ * (argument `hotplug`: the hotplug half).
  *
  * Run: deno test -A tests/hil/rig_test.ts   (as root; prepares the rig first)
  */
 import assert from "node:assert/strict";
+import { Libusb } from "../../mod.ts";
 import { hilTest } from "./gate.ts";
-import { bootGuest, hostDeno } from "./rig.ts";
+import { bootGuest, hostDeno, withTimeout } from "./rig.ts";
 
 const THIS_FILE = new URL(import.meta.url).pathname;
 const HELLO = "tbq-hil: hello from the guest\n";
@@ -128,10 +133,50 @@ async function guestMain(): Promise<void> {
   console.log(`REPORT ${JSON.stringify(report)}`);
 }
 
+/** What the hotplug half of the guest saw: one line per change of the FTDI's presence. */
+interface HotplugReport {
+  /** `vid:pid@bus.address` of every device at start. */
+  initial: string[];
+  /** Each change of the FTDI's presence: guest ms since the host was told "watching". */
+  changes: { at: number; present: boolean; id: string | null }[];
+}
+
+const FTDI_ID = "0403:6001";
+const KBD_ID = "0627:0001";
+
+/**
+ * One libusb context, polled every 20 ms: prints "gone" once the FTDI has left its device list
+ * and "back" once it is there again (the host drives device_del/device_add in between).
+ */
+function guestHotplug(): void {
+  using usb = Libusb.open();
+  const hex = (n: number) => n.toString(16).padStart(4, "0");
+  const list = () =>
+    usb.devices({ strings: false }).map((d) =>
+      `${hex(d.vendorId)}:${hex(d.productId)}@${d.busNumber}.${d.deviceAddress}`
+    );
+  const ftdi = () => list().find((id) => id.startsWith(FTDI_ID)) ?? null;
+  const report: HotplugReport = { initial: list().sort(), changes: [] };
+  let present = ftdi() !== null;
+  console.log("watching");
+  const t0 = performance.now();
+  while (report.changes.length < 2 && performance.now() - t0 < 30_000) {
+    const id = ftdi();
+    if ((id !== null) !== present) {
+      present = id !== null;
+      report.changes.push({ at: Math.round(performance.now() - t0), present, id });
+      console.log(present ? "back" : "gone");
+    }
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
+  }
+  console.log(`REPORT ${JSON.stringify(report)}`);
+}
+
 // ----------------------------------------------------------------- host half
 
 if (Deno.env.get("TBQ_HIL_GUEST") === "1") {
-  await guestMain();
+  if (Deno.args[0] === "hotplug") guestHotplug();
+  else await guestMain();
 } else {
   hilTest("hil rig: devices, deno + libusb in the guest, FTDI both ways", async () => {
     await using guest = await bootGuest({
@@ -194,4 +239,64 @@ if (Deno.env.get("TBQ_HIL_GUEST") === "1") {
     assert.equal(r.code, 0, `stdout:\n${r.stdout}\nstderr:\n${r.stderr}\nconsole:\n${r.console}`);
     assert.equal(r.stdout, "present\ngone\n");
   });
+
+  hilTest(
+    "hil rig: libusb sees the FTDI leave and come back (hotplug relay); usb-kbd",
+    async () => {
+      await using guest = await bootGuest({
+        command: [hostDeno(), "run", "-A", "--no-lock", THIS_FILE, "hotplug"],
+        hotplug: true,
+        keyboard: true,
+        timeoutMs: 120_000,
+      });
+      const startMs = await guest.commandStarted;
+      await guest.waitForStdout("watching", 60_000);
+      const t0 = performance.now();
+      await guest.qmp.execute("device_del", { id: "ftdi" });
+      await guest.qmp.waitForEvent("DEVICE_DELETED", 10_000, (e) => e.data?.device === "ftdi");
+      await guest.waitForStdout("gone", 10_000);
+      const goneMs = performance.now() - t0;
+      const t1 = performance.now();
+      await guest.qmp.execute("device_add", {
+        driver: "usb-serial",
+        id: "ftdi",
+        chardev: "ftdi",
+        bus: "xhci.0",
+        "always-plugged": true,
+      });
+      await guest.waitForStdout("back", 10_000);
+      const backMs = performance.now() - t1;
+      const r = await withTimeout(guest.wait(), 30_000, "guest exit");
+      const diag = `stdout:\n${r.stdout}\nstderr:\n${r.stderr}\nrelay:\n${r.relayLog}\n` +
+        `console:\n${r.console}`;
+      assert.equal(r.code, 0, diag);
+      const line = r.stdout.split("\n").find((l) => l.startsWith("REPORT "));
+      assert.ok(line, diag);
+      const rep = JSON.parse(line.slice("REPORT ".length)) as HotplugReport;
+      const ids = rep.initial.map((id) => id.split("@")[0]);
+      for (const id of ["46f4:0001", FTDI_ID, KBD_ID]) {
+        assert.ok(ids.includes(id), `${id} in ${ids}`);
+      }
+      assert.deepEqual(
+        rep.changes.map((c) => c.present),
+        [false, true],
+        diag,
+      );
+      // The FTDI came back at a new address (a new device, not the stale entry).
+      const before = rep.initial.find((id) => id.startsWith(FTDI_ID));
+      assert.notEqual(rep.changes[1].id, before);
+      // The relay forwarded the FTDI's remove and add (usb_device events).
+      assert.match(r.relayLog, /^listening$/m);
+      assert.match(r.relayLog, / remove \S+ usb\/usb_device$/m);
+      assert.match(r.relayLog, / add \S+ usb\/usb_device$/m);
+      assert.ok(goneMs < 5000 && backMs < 5000, `gone after ${goneMs} ms, back after ${backMs} ms`);
+      console.log(
+        `hotplug: command start ${startMs?.toFixed(0)} ms after spawn; libusb saw the FTDI gone ` +
+          `${goneMs.toFixed(0)} ms after device_del, back ${
+            backMs.toFixed(0)
+          } ms after device_add ` +
+          `(${rep.changes[1].id}, was ${before}); initial ${rep.initial.join(" ")}`,
+      );
+    },
+  );
 }
