@@ -68,7 +68,6 @@ class LoopItem implements WorkItem {
     return this.#size;
   }
 
-
   set size(size: number) {
     pool.setSize(this.index, this.generation, size, this.run);
     this.#size = size;
