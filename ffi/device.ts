@@ -227,8 +227,11 @@ export interface UsbDeviceInternals {
   readonly context: bigint;
   /** The `libusb_device_handle *`, or 0n once the device is closed. */
   handle(): bigint;
-  /** Counts transfers in flight outside the device (+1 / -1), so `close()` waits for them. */
-  busy(add: 1 | -1): void;
+  /**
+   * Counts transfers in flight outside the device (+1 / -1) on an endpoint, so `close()` waits
+   * for them and other transfers on that endpoint are refused with `LIBUSB_ERROR_BUSY` meanwhile.
+   */
+  busy(add: 1 | -1, endpoint: number): void;
 }
 
 const internals = new WeakMap<UsbDevice, UsbDeviceInternals>();
@@ -315,8 +318,11 @@ export class UsbDevice implements Disposable {
       symbols: symbols as LibusbSymbols,
       context,
       handle: () => this.#handle,
-      busy: (add) => {
+      busy: (add, endpoint) => {
         this.#pending += add;
+        const left = (this.#pendingByEndpoint.get(endpoint) ?? 0) + add;
+        if (left <= 0) this.#pendingByEndpoint.delete(endpoint);
+        else this.#pendingByEndpoint.set(endpoint, left);
         if (this.#closing && this.#pending === 0) this.#finalize();
       },
     });

@@ -211,12 +211,49 @@ export const LibusbError = {
  * ```
  */
 export function libusbError(code: number): LibusbErrorInfo {
-  return byCode.get(code) ?? {
+  const known = byCode.get(code);
+  if (known) return known;
+  for (const lookup of nameLookups) {
+    const name = lookup(code);
+    if (name) {
+      return { code, name, status: Status.Unsuccessful, hint: "see libusb's documentation" };
+    }
+  }
+  return {
     code,
     name: `LIBUSB_ERROR_UNKNOWN(${code})`,
     status: Status.Unsuccessful,
     hint: "unknown libusb error code",
   };
+}
+
+const nameLookups = new Set<(code: number) => string | undefined>();
+
+/**
+ * Lets {@linkcode libusbError} ask a loaded libusb (`libusb_error_name`) for codes newer than
+ * this table; returns the function that takes the lookup back. `Libusb.open` does this for each
+ * open context.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { libusbError, useLibusbErrorNames } from "./errors.ts";
+ * const stop = useLibusbErrorNames((code) => code === -42 ? "LIBUSB_ERROR_NEWER" : undefined);
+ * assert.equal(libusbError(-42).name, "LIBUSB_ERROR_NEWER");
+ * stop();
+ * assert.equal(libusbError(-42).name, "LIBUSB_ERROR_UNKNOWN(-42)");
+ * ```
+ */
+export function useLibusbErrorNames(lookup: (code: number) => string | undefined): () => void {
+  const guarded = (code: number) => {
+    try {
+      return lookup(code);
+    } catch {
+      return undefined; // a failing lookup must never turn one error into another
+    }
+  };
+  nameLookups.add(guarded);
+  return () => nameLookups.delete(guarded);
 }
 
 /**

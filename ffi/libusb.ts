@@ -5,9 +5,11 @@
  */
 
 import { UsbDevice, type UsbDeviceInfo } from "./device.ts";
-import { LibusbError, unwrap, UsbError } from "./errors.ts";
+import { LibusbError, unwrap, UsbError, useLibusbErrorNames } from "./errors.ts";
 import { LibusbNotFoundError, libusbPath } from "./library.ts";
+import { MemoryReader } from "./memory_reader.ts";
 import { type LibusbSymbols, libusbSymbols } from "./symbols.ts";
+import { type UsbDeviceWatch, watchDevices, type WatchOptions } from "./watch.ts";
 
 /**
  * The loaded libusb's version (`struct libusb_version`).
@@ -55,6 +57,48 @@ export interface LibusbOpenOptions {
    * `Deno.stat` are denied, e.g. in a Worker granted only this path as `ffi`.
    */
   readonly path?: string;
+  /** How much libusb itself writes to stderr. Default `"none"` (see {@linkcode LibusbLogLevel}). */
+  readonly logLevel?: LibusbLogLevel;
+}
+
+/**
+ * How much libusb writes to stderr about what it does, from nothing to every call
+ * (`LIBUSB_LOG_LEVEL_*`). The environment variable `LIBUSB_DEBUG`, where set, wins over this.
+ *
+ * @example
+ * ```ts
+ * import type { LibusbLogLevel } from "./libusb.ts";
+ * const chatty: LibusbLogLevel = "debug";
+ * ```
+ */
+export type LibusbLogLevel = "none" | "error" | "warning" | "info" | "debug";
+
+const LOG_LEVELS: readonly LibusbLogLevel[] = ["none", "error", "warning", "info", "debug"];
+
+/** The platforms this binding runs on: every pointer it handles is 64 bits wide. */
+const SUPPORTED_ARCHES: readonly string[] = ["x86_64", "aarch64"];
+
+/**
+ * Throws a `UsbError` (`LIBUSB_ERROR_NOT_SUPPORTED`) on a platform whose pointers are not 64 bits
+ * wide: the binding stores every address libusb hands out in 8-byte words.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { checkPlatform } from "./libusb.ts";
+ * checkPlatform(Deno.build.arch); // x86_64 and aarch64 pass
+ * assert.throws(() => checkPlatform("arm"), { name: "LIBUSB_ERROR_NOT_SUPPORTED" });
+ * ```
+ */
+export function checkPlatform(arch: string): void {
+  if (!SUPPORTED_ARCHES.includes(arch)) {
+    throw new UsbError(LibusbError.NOT_SUPPORTED, {
+      operation: "Libusb.open",
+      detail: `tbq's libusb binding needs 64-bit pointers (${
+        SUPPORTED_ARCHES.join(" or ")
+      }); this is ${arch}`,
+    });
+  }
 }
 
 /**
@@ -101,171 +145,6 @@ export interface DevicesOptions {
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 const DEVICE_DESCRIPTOR_SIZE = 18;
 const POINTER_SIZE = 8n;
-
-type Calibrate = (dev: BufferSource) => bigint;
-type Peek = (address: bigint) => bigint;
-
-/**
- * Reads process memory at an address without `Deno.UnsafePointerView`, through libusb alone.
- *
- * `libusb_get_parent(dev)` is a plain field read, `return dev->parent_dev;`, an 8-byte load at a
- * fixed offset from its argument. Called once with a buffer whose every 8-byte slot holds a marker
- * and its own offset, it returns the marker of the slot it read: that is the offset. Then
- * `libusb_get_parent(address - offset)` returns the 8 bytes at `address`. `libusb_get_device(handle)`
- * (`return handle->dev;`) is the fallback. Calibration uses two marker patterns and refuses any
- * answer that is not exactly one slot, so a libusb whose accessor does anything else (e.g. returns
- * NULL) is detected rather than trusted.
- *
- * Only for addresses libusb handed out (the device list, the version struct): reading a bad
- * address crashes the process, as in C.
- *
- * @example
- * ```ts ignore
- * import { MemoryReader } from "./libusb.ts";
- * const reader = MemoryReader.create(lib.symbols);
- * const firstWord = reader.word(address);
- * ```
- */
-export class MemoryReader {
-  /** The libusb function used, e.g. `"libusb_get_parent"`. */
-  readonly via: string;
-  /** Its calibrated field offset, in bytes. */
-  readonly offset: bigint;
-  #peek: Peek;
-
-  private constructor(via: string, offset: bigint, peek: Peek) {
-    this.via = via;
-    this.offset = offset;
-    this.#peek = peek;
-  }
-
-  /**
-   * Calibrates a reader on a loaded libusb; throws a `UsbError` (`LIBUSB_ERROR_NOT_SUPPORTED`)
-   * saying why when neither accessor behaves as a plain field read.
-   *
-   * @example
-   * ```ts ignore
-   * const reader = MemoryReader.create(lib.symbols);
-   * console.log(reader.via, reader.offset);
-   * ```
-   */
-  static create(
-    symbols: Pick<
-      LibusbSymbols,
-      | "libusb_get_parent_calibrate"
-      | "libusb_get_parent_peek"
-      | "libusb_get_device_calibrate"
-      | "libusb_get_device_peek"
-    >,
-  ): MemoryReader {
-    const candidates: [string, Calibrate | null, Peek | null][] = [
-      ["libusb_get_parent", symbols.libusb_get_parent_calibrate, symbols.libusb_get_parent_peek],
-      ["libusb_get_device", symbols.libusb_get_device_calibrate, symbols.libusb_get_device_peek],
-    ];
-    const reasons: string[] = [];
-    for (const [via, calibrate, peek] of candidates) {
-      if (!calibrate || !peek) {
-        reasons.push(`${via} is missing`);
-        continue;
-      }
-      const offset = MemoryReader.#calibrate(calibrate);
-      if (offset === undefined) {
-        reasons.push(`${via} is not a plain field read in this libusb`);
-        continue;
-      }
-      return new MemoryReader(via, offset, peek);
-    }
-    throw new UsbError(LibusbError.NOT_SUPPORTED, {
-      operation: "reading libusb memory",
-      detail: reasons.join("; "),
-    });
-  }
-
-  static #calibrate(calibrate: Calibrate): bigint | undefined {
-    let offset: bigint | undefined;
-    for (const marker of [0x7e57_ab1e_0000_0000n, 0x0c0f_fee5_0000_0000n]) {
-      const pattern = new BigUint64Array(128); // 1 KiB: larger than either struct's prefix
-      for (let slot = 0; slot < pattern.length; slot++) pattern[slot] = marker | BigInt(slot * 8);
-      const word = BigInt(calibrate(pattern));
-      if ((word & ~0xffffn) !== marker) return undefined;
-      const found = word & 0xffffn;
-      if (offset !== undefined && found !== offset) return undefined;
-      offset = found;
-    }
-    return offset;
-  }
-
-  /**
-   * The 8 bytes at `address` as an unsigned 64-bit number (host byte order).
-   *
-   * @example
-   * ```ts ignore
-   * const entry = reader.word(listAddress + 8n * BigInt(i));
-   * ```
-   */
-  word(address: bigint): bigint {
-    if (address < 0x1000n) {
-      throw new UsbError(LibusbError.INVALID_PARAM, {
-        operation: "reading libusb memory",
-        detail: `refusing to read address 0x${address.toString(16)}`,
-      });
-    }
-    return BigInt.asUintN(64, BigInt(this.#peek(address - this.offset)));
-  }
-
-  /**
-   * `length` bytes starting at `address`, read in aligned 8-byte words (so never across a page
-   * boundary past the last word needed).
-   *
-   * @example
-   * ```ts ignore
-   * const versionStruct = reader.bytes(versionAddress, 8);
-   * ```
-   */
-  bytes(address: bigint, length: number): Uint8Array {
-    const out = new Uint8Array(length);
-    const cell = new BigUint64Array(1);
-    const cellBytes = new Uint8Array(cell.buffer);
-    let base = address & ~7n;
-    let skip = Number(address - base);
-    let filled = 0;
-    while (filled < length) {
-      cell[0] = this.word(base);
-      const take = Math.min(8 - skip, length - filled);
-      out.set(cellBytes.subarray(skip, skip + take), filled);
-      filled += take;
-      skip = 0;
-      base += 8n;
-    }
-    return out;
-  }
-
-  /**
-   * The NUL-terminated UTF-8 string at `address` (at most `max` bytes).
-   *
-   * @example
-   * ```ts ignore
-   * const describe = reader.cString(describeAddress);
-   * ```
-   */
-  cString(address: bigint, max = 4096): string {
-    const collected: number[] = [];
-    const cell = new BigUint64Array(1);
-    const cellBytes = new Uint8Array(cell.buffer);
-    let base = address & ~7n;
-    let skip = Number(address - base);
-    while (collected.length < max) {
-      cell[0] = this.word(base);
-      for (let i = skip; i < 8 && collected.length < max; i++) {
-        if (cellBytes[i] === 0) return new TextDecoder().decode(new Uint8Array(collected));
-        collected.push(cellBytes[i]);
-      }
-      skip = 0;
-      base += 8n;
-    }
-    return new TextDecoder().decode(new Uint8Array(collected));
-  }
-}
 
 function checkId(value: unknown, what: string, operation: string): number {
   if (typeof value !== "number" || !Number.isInteger(value) || value < 0 || value > 0xffff) {
@@ -323,6 +202,7 @@ export class Libusb implements Disposable {
   #closing = false;
   #finalized = false;
   #resolveClosed: () => void;
+  #forgetErrorNames: () => void = () => {};
 
   /** @ignore Use `Libusb.open`. */
   private constructor(
@@ -356,6 +236,13 @@ export class Libusb implements Disposable {
    * ```
    */
   static open(options: LibusbOpenOptions = {}): Libusb {
+    checkPlatform(Deno.build.arch);
+    if (options.logLevel !== undefined && !LOG_LEVELS.includes(options.logLevel)) {
+      throw new UsbError(LibusbError.INVALID_PARAM, {
+        operation: "Libusb.open",
+        detail: `logLevel must be one of ${LOG_LEVELS.join(", ")}`,
+      });
+    }
     const path = options.path ?? libusbPath();
     let lib: Deno.DynamicLibrary<typeof libusbSymbols>;
     try {
@@ -384,7 +271,118 @@ export class Libusb implements Disposable {
         detail: "libusb found no usable USB subsystem; no devices will be listed",
       })
       : undefined;
-    return new Libusb(path, lib, code < 0 ? 0n : out[0], initError);
+    const usb = new Libusb(path, lib, code < 0 ? 0n : out[0], initError);
+    if (options.logLevel !== undefined) usb.setLogLevel(options.logLevel);
+    usb.#forgetErrorNames = useLibusbErrorNames((code) => usb.#errorNameOrUndefined(code));
+    return usb;
+  }
+
+  /**
+   * Sets how much libusb writes to stderr for this context (see {@linkcode LibusbLogLevel}).
+   *
+   * @example
+   * ```ts
+   * import { Libusb } from "../mod.ts";
+   * using usb = Libusb.open();
+   * usb.setLogLevel("warning");
+   * usb.setLogLevel("none");
+   * ```
+   */
+  setLogLevel(level: LibusbLogLevel): void {
+    const operation = `setLogLevel(${JSON.stringify(level)})`;
+    this.#check(operation);
+    const index = LOG_LEVELS.indexOf(level);
+    if (index < 0) {
+      throw new UsbError(LibusbError.INVALID_PARAM, {
+        operation,
+        detail: `the level must be one of ${LOG_LEVELS.join(", ")}`,
+      });
+    }
+    const setDebug = this.#symbols.libusb_set_debug;
+    if (!setDebug) {
+      throw new UsbError(LibusbError.NOT_SUPPORTED, {
+        operation,
+        detail: "this libusb has no libusb_set_debug",
+      });
+    }
+    if (this.#context !== 0n) setDebug(this.#context, index);
+  }
+
+  /**
+   * libusb's own name for an error code (`libusb_error_name`), e.g. `"LIBUSB_ERROR_NO_DEVICE"`
+   * for -4; `undefined` for a code libusb does not know. `UsbError` uses it for codes newer than
+   * tbq's table.
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { Libusb } from "../mod.ts";
+   * using usb = Libusb.open();
+   * assert.equal(usb.errorName(-4), "LIBUSB_ERROR_NO_DEVICE");
+   * assert.equal(usb.errorName(-1234), undefined);
+   * ```
+   */
+  errorName(code: number): string | undefined {
+    this.#check("errorName");
+    if (!Number.isInteger(code) || code < -0x8000_0000 || code > 0x7fff_ffff) {
+      throw new UsbError(LibusbError.INVALID_PARAM, {
+        operation: "errorName",
+        detail: "the code must be a 32-bit integer",
+      });
+    }
+    const address = BigInt(this.#symbols.libusb_error_name(code));
+    if (address === 0n) return undefined;
+    const name = this.#memory().cString(address, 64);
+    return /^LIBUSB_[A-Z0-9_]+$/.test(name) ? name : undefined;
+  }
+
+  #errorNameOrUndefined(code: number): string | undefined {
+    if (this.#closing) return undefined;
+    try {
+      return this.errorName(code);
+    } catch {
+      return undefined;
+    }
+  }
+
+  /**
+   * Attach and detach events, found by listing the devices every `interval` ms (libusb's hotplug
+   * callbacks are out of reach where the ffi grant is the library path alone). See
+   * {@linkcode watchDevices} for the details.
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { Libusb } from "../mod.ts";
+   * using usb = Libusb.open();
+   * const controller = new AbortController();
+   * setTimeout(() => controller.abort(new Error("done watching")), 100);
+   * await assert.rejects(async () => {
+   *   for await (const { type, device } of usb.watch({ signal: controller.signal, interval: 20 })) {
+   *     console.log(type, device.vendorId.toString(16), device.productId.toString(16));
+   *   }
+   * }, { message: "done watching" });
+   * ```
+   */
+  watch(options?: WatchOptions): UsbDeviceWatch {
+    return watchDevices(this, options);
+  }
+
+  /**
+   * False once `close()` was called (the context then lists and opens nothing).
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { Libusb } from "../mod.ts";
+   * const usb = Libusb.open();
+   * assert.equal(usb.opened, true);
+   * usb.close();
+   * assert.equal(usb.opened, false);
+   * ```
+   */
+  get opened(): boolean {
+    return !this.#closing;
   }
 
   #check(operation: string): void {
@@ -641,7 +639,7 @@ export class Libusb implements Disposable {
     const device: UsbDevice = new UsbDevice(this.#symbols, found.handle, found.info, () => {
       this.#devices.delete(device);
       if (this.#closing && this.#devices.size === 0) this.#finalize();
-    });
+    }, this.#context);
     this.#devices.add(device);
     return device;
   }
@@ -649,6 +647,7 @@ export class Libusb implements Disposable {
   #finalize(): void {
     if (this.#finalized) return;
     this.#finalized = true;
+    this.#forgetErrorNames();
     if (this.#context !== 0n) this.#symbols.libusb_exit(this.#context);
     this.#context = 0n;
     this.#lib.close();

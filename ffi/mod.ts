@@ -22,7 +22,17 @@ export {
   type UsbData,
   UsbDevice,
   type UsbDeviceInfo,
+  type UsbSpeed,
 } from "./device.ts";
+export { ABORT_SLICE_MS } from "./transfer.ts";
+export { type InStreamOptions, openInStream, UsbInStream } from "./stream.ts";
+export {
+  DEFAULT_WATCH_INTERVAL,
+  type UsbDeviceEvent,
+  type UsbDeviceWatch,
+  watchDevices,
+  type WatchOptions,
+} from "./watch.ts";
 export {
   DescriptorType,
   parseConfigurationDescriptor,
@@ -41,12 +51,18 @@ export { LibusbNotFoundError, libusbPath } from "./library.ts";
 export {
   type DevicesOptions,
   Libusb,
+  type LibusbLogLevel,
   type LibusbOpenOptions,
   type LibusbVersion,
   type UsbDeviceFilter,
 } from "./libusb.ts";
 export { type UsbPermissionsOptions, usbWorkerPermissions } from "./permissions.ts";
-export { bulkWriterHandlers, pipelinedBulkWriterHandlers } from "./ready_made.ts";
+export {
+  bulkWriterHandlers,
+  pipelinedBulkWriterHandlers,
+  requestResponseHandlers,
+} from "./ready_made.ts";
+export type { AnswerEnd, RequestResponseOptions } from "./handlers/request_response.ts";
 export type { BulkWriterOptions } from "./handlers/bulk_writer.ts";
 export type { AbsentMode, DeviceSessionOptions } from "./handlers/device_session.ts";
 export type { StatusCode } from "../src/status.ts";

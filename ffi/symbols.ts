@@ -332,7 +332,7 @@ export const libusbSymbols = {
   // ---- memory reading without UnsafePointerView ----------------------------------------------
   // libusb_get_parent(dev) is `return dev->parent_dev;`: a plain 8-byte load at dev + a fixed
   // offset. Called once on a patterned buffer it reveals that offset; afterwards, called with
-  // `address - offset`, it reads the 8 bytes at any address. See MemoryReader in libusb.ts.
+  // `address - offset`, it reads the 8 bytes at any address. See ffi/memory_reader.ts.
   libusb_get_parent_calibrate: {
     name: "libusb_get_parent",
     parameters: [

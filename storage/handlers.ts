@@ -8,12 +8,23 @@
  *
  * `pre` opens the device, claims the interface, waits until TEST UNIT READY passes (REQUEST SENSE
  * on CHECK CONDITION; UNIT ATTENTION is ridden out) and reads the capacity; `post` releases and
- * closes. The device session (and `absent: "fail-items"`) is the one the bulk writers use.
+ * closes. The device session (and `absent: "fail-items"` / `"wait"`) is the one the bulk writers
+ * use. With `absent: "wait"`, an item that finds the device away, or whose WRITE (10) an unplug
+ * cuts, waits until the device is back (opened, ready and its capacity read again: a UNIT
+ * ATTENTION after the replug is ridden out there) and repeats the whole WRITE (10) at its LBA
+ * (writing the same blocks twice leaves the same medium); the report's `waits` counts such items.
+ * The wait ends only through `item.signal` (status `Cancelled`, not counted as a failure).
  *
  * @module
  */
 
-import { defineWorkHandlers, type WorkHandlers } from "../src/handlers.ts";
+import {
+  defineWorkHandlers,
+  type WorkContext,
+  type WorkHandlers,
+  type WorkItem,
+  type WorkResult,
+} from "../src/handlers.ts";
 import { BufferDisposition, Status, type StatusCode, statusOfError } from "../src/status.ts";
 import { UsbError } from "../ffi/errors.ts";
 import { DeviceSlot } from "../ffi/handlers/device_session.ts";
@@ -85,6 +96,48 @@ function failed(options: MassStorageOptions, status: StatusCode, usbCode = 0) {
   return complete(status);
 }
 
+function failedWith(options: MassStorageOptions, error: unknown) {
+  return failed(options, statusOfError(error), error instanceof UsbError ? error.code : 0);
+}
+
+/** One WRITE (10) of the item on an open device; throws what the transport throws. */
+function write(current: Session, item: WorkItem, options: MassStorageOptions): WorkResult {
+  const blockSize = current.bot.blockSize;
+  if (item.size === 0 || item.size % blockSize !== 0) {
+    return failed(options, Status.InvalidParameter);
+  }
+  const t0 = performance.now();
+  current.bot.write10(itemLba(item.context), item.size / blockSize, item.data);
+  bump(options, ReportWord.WriteMicros, Math.round((performance.now() - t0) * 1000));
+  bump(options, ReportWord.Writes);
+  return complete(Status.Success);
+}
+
+/** `absent: "wait"`: waits for the device (without blocking the Worker), then writes. */
+async function writeWhenBack(
+  item: WorkItem,
+  ctx: WorkContext<MassStorageOptions>,
+): Promise<WorkResult> {
+  const options = ctx.options;
+  bump(options, ReportWord.Waits);
+  const signal = AbortSignal.any([item.signal, ctx.signal]);
+  for (;;) {
+    let current: Session;
+    try {
+      current = await slot.whenOpen(options, signal);
+    } catch (error) {
+      return signal.aborted ? complete(Status.Cancelled) : failedWith(options, error);
+    }
+    try {
+      return write(current, item, options);
+    } catch (error) {
+      if (!slot.failed(options, error)) return failedWith(options, error);
+    } finally {
+      account(options, current);
+    }
+  }
+}
+
 /**
  * The handler module's callbacks (its default export), for a queue's `handlers`.
  *
@@ -102,22 +155,15 @@ const handlers: WorkHandlers<MassStorageOptions> = defineWorkHandlers<MassStorag
   work(item, ctx) {
     const options = ctx.options;
     if (item.context.byteLength < 4) return failed(options, Status.InvalidParameter);
-    const lba = itemLba(item.context);
+    if (options.absent === "wait" && !slot.opened) return writeWhenBack(item, ctx);
     let current: Session | undefined;
     try {
       current = slot.get(options);
-      const blockSize = current.bot.blockSize;
-      if (item.size === 0 || item.size % blockSize !== 0) {
-        return failed(options, Status.InvalidParameter);
-      }
-      const t0 = performance.now();
-      current.bot.write10(lba, item.size / blockSize, item.data);
-      bump(options, ReportWord.WriteMicros, Math.round((performance.now() - t0) * 1000));
-      bump(options, ReportWord.Writes);
-      return complete(Status.Success);
+      return write(current, item, options);
     } catch (error) {
-      slot.failed(options, error);
-      return failed(options, statusOfError(error), error instanceof UsbError ? error.code : 0);
+      const gone = slot.failed(options, error);
+      if (gone && options.absent === "wait") return writeWhenBack(item, ctx);
+      return failedWith(options, error);
     } finally {
       if (current) account(options, current);
     }

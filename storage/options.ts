@@ -12,7 +12,7 @@ import type { StorageDeviceOptions } from "./bot.ts";
 /**
  * The `handlerOptions` of the mass storage handler: the device and its transport
  * ({@linkcode StorageDeviceOptions}: ids, serial number, interface, endpoints, LUN, timeout,
- * `absent` mode, library path) and an optional report buffer.
+ * `absent` mode, `"wait"` included, library path) and an optional report buffer.
  *
  * @example
  * ```ts
@@ -68,6 +68,8 @@ export const ReportWord = {
   FirstFailure: 13,
   /** libusb's error code of the first failed item, 0 when it was not a UsbError. */
   FirstUsbCode: 14,
+  /** Items that waited for the device to come back (`absent: "wait"`). */
+  Waits: 15,
 } as const;
 
 const REPORT_WORDS = 16;

@@ -7,6 +7,11 @@
  * receive the number of bytes written (little-endian u32), also on failure (bytes sent before a
  * timeout).
  *
+ * With `absent: "wait"` an item that finds the device away (or whose transfer an unplug cuts)
+ * waits until it is back, then sends the bytes not sent yet; its count is the total over the
+ * attempts. `work` then returns a promise, so the loop starts no later item meanwhile: order is
+ * kept. The wait ends only through `item.signal` (status `Cancelled`).
+ *
  * @example
  * ```ts
  * import assert from "node:assert/strict";
@@ -27,7 +32,13 @@
  * @module
  */
 
-import { defineWorkHandlers, type WorkHandlers } from "../../src/handlers.ts";
+import {
+  defineWorkHandlers,
+  type WorkContext,
+  type WorkHandlers,
+  type WorkItem,
+  type WorkResult,
+} from "../../src/handlers.ts";
 import { BufferDisposition, Status, statusOfError } from "../../src/status.ts";
 import type { UsbDevice } from "../device.ts";
 import { UsbError } from "../errors.ts";
@@ -124,7 +135,99 @@ export function movedBefore(error: unknown): number {
   return error instanceof UsbError ? error.transferred ?? 0 : 0;
 }
 
+/**
+ * The signal that ends an item's wait for its device: the item's own (its waiter gave up, or the
+ * queue stops or closes) or the loop's.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { waitSignal } from "./bulk_writer.ts";
+ * const loop = new AbortController();
+ * const signal = waitSignal({ signal: new AbortController().signal }, { signal: loop.signal });
+ * loop.abort();
+ * assert.equal(signal.aborted, true);
+ * ```
+ */
+export function waitSignal(
+  item: Pick<WorkItem, "signal">,
+  ctx: Pick<WorkContext, "signal">,
+): AbortSignal {
+  return AbortSignal.any([item.signal, ctx.signal]);
+}
+
+/**
+ * A complete item's result with `status`.
+ *
+ * @example
+ * ```ts
+ * import { BufferDisposition, Status } from "../../src/status.ts";
+ * import { completed } from "./bulk_writer.ts";
+ * console.log(completed(Status.Cancelled).disposition === BufferDisposition.WorkComplete); // true
+ * ```
+ */
+export function completed(status: number): { disposition: BufferDisposition; status: number } {
+  return { disposition: BufferDisposition.WorkComplete, status };
+}
+
 const slot = writerSlot();
+
+/** `absent: "wait"`: the fast path stays synchronous; only an absent device makes it wait. */
+function writeOrWait(
+  item: WorkItem,
+  ctx: WorkContext<BulkWriterOptions>,
+): WorkResult | Promise<WorkResult> {
+  if (!slot.opened) return writeWhenBack(item, ctx, 0);
+  const { endpoint, timeout } = transferOptions(ctx.options);
+  try {
+    const written = slot.get(ctx.options).transferOut(endpoint, item.data, {
+      timeout,
+      signal: item.signal,
+    });
+    recordWritten(item.context, written);
+    return completed(Status.Success);
+  } catch (error) {
+    const sent = movedBefore(error);
+    if (slot.failed(ctx.options, error)) return writeWhenBack(item, ctx, sent);
+    recordWritten(item.context, sent);
+    return completed(statusOfError(error));
+  }
+}
+
+/** Waits for the device, then sends what is left of the item (from byte `sent` on). */
+async function writeWhenBack(
+  item: WorkItem,
+  ctx: WorkContext<BulkWriterOptions>,
+  sent: number,
+): Promise<WorkResult> {
+  const { endpoint, timeout } = transferOptions(ctx.options);
+  const signal = waitSignal(item, ctx);
+  for (;;) {
+    if (item.data.length > 0 && sent >= item.data.length) break; // all of it went out after all
+    let device: UsbDevice;
+    try {
+      device = await slot.whenOpen(ctx.options, signal);
+    } catch (error) {
+      recordWritten(item.context, sent);
+      return completed(signal.aborted ? Status.Cancelled : statusOfError(error));
+    }
+    try {
+      sent += device.transferOut(endpoint, item.data.subarray(sent), {
+        timeout,
+        signal: item.signal,
+      });
+      break;
+    } catch (error) {
+      sent += movedBefore(error);
+      if (!slot.failed(ctx.options, error)) {
+        recordWritten(item.context, sent);
+        return completed(statusOfError(error));
+      }
+    }
+  }
+  recordWritten(item.context, sent);
+  return completed(Status.Success);
+}
 
 /**
  * The handler module's callbacks (its default export), for a queue's `handlers`.
@@ -140,9 +243,13 @@ const handlers: WorkHandlers<BulkWriterOptions> = defineWorkHandlers<BulkWriterO
     slot.open(ctx.options);
   },
   work(item, ctx) {
+    if (ctx.options.absent === "wait") return writeOrWait(item, ctx);
     try {
       const { endpoint, timeout } = transferOptions(ctx.options);
-      const written = slot.get(ctx.options).transferOut(endpoint, item.data, { timeout });
+      const written = slot.get(ctx.options).transferOut(endpoint, item.data, {
+        timeout,
+        signal: item.signal,
+      });
       recordWritten(item.context, written); // a short write is not an error: the count says it
       return { disposition: BufferDisposition.WorkComplete, status: Status.Success };
     } catch (error) {

@@ -5,7 +5,9 @@ import {
   pipelinedBulkWriterHandlers,
   Status,
   ThreadedBufferQueue,
+  UsbError,
   usbWorkerPermissions,
+  type WorkerPermissions,
 } from "../../mod.ts";
 import { allowed } from "../capabilities.ts";
 
@@ -68,3 +70,38 @@ for (
     assert.deepEqual(errors, [], "an absent device is a status, not a handler error");
   });
 }
+
+Deno.test("the default grant still refuses what streaming needs; only the opt-in allows it", async () => {
+  assert.deepEqual(usbWorkerPermissions({ ffi: "scoped" }), usbWorkerPermissions());
+  assert.deepEqual(
+    usbWorkerPermissions({ ffi: "unscoped" }),
+    Object.assign({}, usbWorkerPermissions(), { ffi: true }),
+  );
+  assert.throws(
+    () => usbWorkerPermissions({ ffi: "all" as "unscoped" }),
+    (error: unknown) => error instanceof UsbError && error.name === "LIBUSB_ERROR_INVALID_PARAM",
+  );
+  // A Worker with exactly these permissions tries to make a libusb completion callback.
+  const probe = "data:application/javascript," + encodeURIComponent(`
+    self.onmessage = () => {
+      try {
+        new Deno.UnsafeCallback({ parameters: ["usize"], result: "void" }, () => {}).close();
+        self.postMessage("allowed");
+      } catch (error) {
+        self.postMessage(error.name);
+      }
+    };`);
+  const outcome = async (permissions: WorkerPermissions) => {
+    const worker = new Worker(probe, { type: "module", deno: { permissions } } as WorkerOptions);
+    try {
+      const { promise, resolve } = Promise.withResolvers<string>();
+      worker.onmessage = (event) => resolve(event.data);
+      worker.postMessage(null);
+      return await promise;
+    } finally {
+      worker.terminate();
+    }
+  };
+  assert.equal(await outcome(usbWorkerPermissions()), "NotCapable");
+  assert.equal(await outcome(usbWorkerPermissions({ ffi: "unscoped" })), "allowed");
+});

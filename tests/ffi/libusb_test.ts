@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import { Status } from "../../src/status.ts";
 import { UsbError } from "../../ffi/errors.ts";
 import { LibusbNotFoundError, libusbPath } from "../../ffi/library.ts";
-import { Libusb, MemoryReader } from "../../ffi/libusb.ts";
+import { Libusb } from "../../ffi/libusb.ts";
+import { MemoryReader } from "../../ffi/memory_reader.ts";
 import { libusbSymbols } from "../../ffi/symbols.ts";
 
 Deno.test("Libusb loads libusb and reads its version", async () => {
@@ -141,4 +142,40 @@ Deno.test("the memory reader refuses accessors that are not plain field reads", 
       libusb_get_device_calibrate: null,
       libusb_get_device_peek: null,
     }), UsbError);
+});
+
+Deno.test("errorName: libusb's own names, read through libusb; unknown codes give undefined", () => {
+  using usb = Libusb.open();
+  assert.equal(usb.errorName(-4), "LIBUSB_ERROR_NO_DEVICE");
+  assert.equal(usb.errorName(-99), "LIBUSB_ERROR_OTHER");
+  assert.equal(usb.errorName(-1234), undefined);
+  assert.throws(() => usb.errorName(1.5), { name: "LIBUSB_ERROR_INVALID_PARAM" });
+  // While a context is open, UsbError asks it about codes outside tbq's table.
+  assert.equal(new UsbError(-1234).name, "LIBUSB_ERROR_UNKNOWN(-1234)");
+});
+
+async function libusbStderr(level: string): Promise<string> {
+  const program = `
+    import { Libusb } from ${JSON.stringify(new URL("../../ffi/libusb.ts", import.meta.url).href)};
+    using usb = Libusb.open({ logLevel: ${JSON.stringify(level)} });
+    usb.devices();
+    usb.openDevice({ vendorId: 0xfffe, productId: 1 }).close();
+  `;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--no-lock", program],
+    env: { LIBUSB_DEBUG: "" },
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  return new TextDecoder().decode(out.stderr);
+}
+
+Deno.test("logLevel: libusb's own messages appear on stderr at debug, not at none", async () => {
+  const [debug, none] = await Promise.all([libusbStderr("debug"), libusbStderr("none")]);
+  assert.match(debug, /libusb: debug/);
+  assert.doesNotMatch(none, /libusb: debug/);
+  assert.throws(
+    () => Libusb.open({ logLevel: "loud" as "debug" }),
+    { name: "LIBUSB_ERROR_INVALID_PARAM" },
+  );
 });

@@ -36,6 +36,15 @@ self.onmessage = async (event: MessageEvent<Request>) => {
     using usb = Libusb.open({ path });
     report.version = usb.version;
     report.devices = usb.devices();
+    usb.setLogLevel("none");
+    report.errorName = usb.errorName(-4);
+    const events = [];
+    const watch = usb.watch({ interval: 10 });
+    const next = watch.next();
+    await new Promise((resolve) => setTimeout(resolve, 50)); // a few listings: nothing changes
+    await watch.return?.();
+    events.push(await next);
+    report.watch = events;
     try {
       usb.openDevice({ vendorId: 0x46f4, productId: 0x0001 });
       report.openDevice = "opened";

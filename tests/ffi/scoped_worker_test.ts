@@ -56,6 +56,8 @@ Deno.test("libusb works in a Worker granted only the library path; all else is d
     assert.equal(version.major, 1, JSON.stringify(report));
     assert.ok(Number.isInteger(version.minor) && Number.isInteger(version.micro));
     assert.deepEqual(report.devices, []);
+    assert.equal(report.errorName, "LIBUSB_ERROR_NO_DEVICE");
+    assert.deepEqual(report.watch, [{ done: true, value: undefined }]); // polled, nothing changed, ended cleanly
     assert.deepEqual(report.openDevice, {
       name: "LIBUSB_ERROR_NOT_FOUND",
       code: -5,

@@ -82,7 +82,8 @@ Deno.test("uevent relay: parse and encode", () => {
 });
 
 hilTest("uevent relay: libudev's BPF filter hashes and a round trip through libudev", async () => {
-  const udev = Deno.dlopen("libudev.so.1", LIBUDEV).symbols;
+  const libudev = Deno.dlopen("libudev.so.1", LIBUDEV);
+  const udev = libudev.symbols;
   const libc = Deno.dlopen("libc.so.6", LIBC);
   const ctx = udev.udev_new();
   assert.ok(ctx, "udev_new");
@@ -167,5 +168,6 @@ hilTest("uevent relay: libudev's BPF filter hashes and a round trip through libu
     udev.udev_monitor_unref(mon);
     udev.udev_unref(ctx);
     libc.close();
+    libudev.close();
   }
 });
