@@ -162,11 +162,7 @@ function findKeyboard(
   for (const info of candidates) {
     let device: UsbDevice;
     try {
-      device = usb.openDevice({
-        vendorId: info.vendorId,
-        productId: info.productId,
-        ...(info.serialNumber !== undefined ? { serialNumber: info.serialNumber } : {}),
-      });
+      device = usb.openDevice(info); // that very device: ids, serial number, bus and address
     } catch (error) {
       problems.push(`${usbIds(info.vendorId, info.productId)}: ${(error as Error).message}`);
       continue;

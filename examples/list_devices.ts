@@ -75,30 +75,15 @@ function configurationLines(configuration: UsbConfiguration, active: boolean): s
   return lines;
 }
 
-/**
- * The tree of one device, or why it cannot be shown. tbq opens a device by vendor, product and
- * serial number, so of two identical devices without serial numbers only the first can be opened
- * by itself: the other is named as such.
- */
+/** The tree of one device, or why it cannot be shown. */
 function treeOf(usb: Libusb, info: UsbDeviceInfo): string[] {
   let device: UsbDevice;
   try {
-    device = usb.openDevice({
-      vendorId: info.vendorId,
-      productId: info.productId,
-      ...(info.serialNumber !== undefined ? { serialNumber: info.serialNumber } : {}),
-    });
+    device = usb.openDevice(info); // that very device: ids, serial number, bus and address
   } catch (error) {
     return [`cannot open it: ${(error as Error).message}`];
   }
   try {
-    const same = device.info;
-    if (same.busNumber !== info.busNumber || same.deviceAddress !== info.deviceAddress) {
-      return [
-        `cannot open it by itself: it has no serial number and bus ${same.busNumber} address ` +
-        `${same.deviceAddress} has the same ids (tbq opens that one first)`,
-      ];
-    }
     const lines = [deviceLine(info, device)];
     const active = device.configuration?.configurationValue;
     if (active === undefined) lines.push("unconfigured (no active configuration)");

@@ -120,6 +120,13 @@ export interface UsbDeviceFilter {
   readonly productId: number;
   /** When given, only a device whose serial number string equals it. */
   readonly serialNumber?: string;
+  /**
+   * When given with `deviceAddress`, only the device at that place: so `openDevice(info)` with an
+   * entry of `devices()` opens that very device, even among identical ones without serial numbers.
+   */
+  readonly busNumber?: number;
+  /** The device's address on its bus (see `busNumber`). */
+  readonly deviceAddress?: number;
 }
 
 /**
@@ -145,6 +152,24 @@ export interface DevicesOptions {
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 const DEVICE_DESCRIPTOR_SIZE = 18;
 const POINTER_SIZE = 8n;
+
+/** A filter's bus and address, both or neither (each 0..255). */
+function placeOf(
+  filter: UsbDeviceFilter,
+  operation: string,
+): { busNumber: number; deviceAddress: number } | undefined {
+  const { busNumber, deviceAddress } = filter;
+  if (busNumber === undefined && deviceAddress === undefined) return undefined;
+  const ok = (value: unknown) =>
+    typeof value === "number" && Number.isInteger(value) && value >= 0 && value <= 255;
+  if (!ok(busNumber) || !ok(deviceAddress)) {
+    throw new UsbError(LibusbError.INVALID_PARAM, {
+      operation,
+      detail: "busNumber and deviceAddress go together, each an integer in 0..255",
+    });
+  }
+  return { busNumber: busNumber!, deviceAddress: deviceAddress! };
+}
 
 function checkId(value: unknown, what: string, operation: string): number {
   if (typeof value !== "number" || !Number.isInteger(value) || value < 0 || value > 0xffff) {
@@ -566,7 +591,8 @@ export class Libusb implements Disposable {
   }
 
   /**
-   * Opens the first device with these ids (and serial number, when given). Throws a `UsbError`:
+   * Opens the first device with these ids (and serial number, and bus and address, when given:
+   * `usb.openDevice(info)` with an entry of `devices()` opens that very device). Throws a `UsbError`:
    * `LIBUSB_ERROR_NOT_FOUND` (status `DeviceNotConnected`) when none is connected, or the error
    * that opening a matching device gave (e.g. `LIBUSB_ERROR_ACCESS`). Never returns null.
    *
@@ -597,6 +623,7 @@ export class Libusb implements Disposable {
         detail: "serialNumber must be a string",
       });
     }
+    const place = placeOf(filter, operation);
     if (this.#context === 0n) {
       throw new UsbError(LibusbError.NOT_FOUND, {
         operation,
@@ -613,6 +640,10 @@ export class Libusb implements Disposable {
         if (descriptor.info.vendorId !== vendorId || descriptor.info.productId !== productId) {
           continue;
         }
+        if (
+          place && (descriptor.info.busNumber !== place.busNumber ||
+            descriptor.info.deviceAddress !== place.deviceAddress)
+        ) continue;
         const handle = this.#open(device);
         if (typeof handle === "number") {
           openError ??= new UsbError(handle, {

@@ -6,20 +6,11 @@ import { Status } from "../../src/status.ts";
 import { UsbDevice, type UsbDeviceSymbols } from "../../ffi/device.ts";
 import { LibusbError, UsbError } from "../../ffi/errors.ts";
 import { ABORT_SLICE_MS } from "../../ffi/transfer.ts";
+import { deviceInfo } from "../fixtures/usb_info.ts";
 
 const HANDLE = 0xdead_b000n;
 const DEVICE_PTR = 0xbeef_0000n;
-const INFO = {
-  vendorId: 0x0627,
-  productId: 0x0001,
-  busNumber: 1,
-  deviceAddress: 2,
-  deviceClass: 0,
-  deviceSubclass: 0,
-  deviceProtocol: 0,
-  deviceVersion: 0x100,
-  usbVersion: 0x200,
-};
+const INFO = deviceInfo({ vendorId: 0x0627 });
 
 const DEVICE_DESCRIPTOR = [18, 1, 0, 2, 0, 0, 0, 64, 0x27, 0x06, 1, 0, 0, 1, 0, 0, 0, 1];
 // Configuration 1: interface 0 alternate 0 has interrupt IN 0x81 (8 bytes) and bulk OUT 0x02;
@@ -149,6 +140,12 @@ function scripted(options: {
     transfers: () => calls.filter((c) => c.name === "bulk" || c.name === "interrupt"),
   };
 }
+
+/** A device with nothing to say: every slice NAKs until its timeout. */
+const nothingToRead: TransferScript = (_name, _endpoint, _data, _length, transferred) => {
+  transferred[0] = 0;
+  return LibusbError.TIMEOUT;
+};
 
 function usbError(name: string, check?: (error: UsbError) => void) {
   return (error: unknown): boolean => {
@@ -290,15 +287,7 @@ Deno.test("an already aborted signal: no libusb call at all", async () => {
 });
 
 Deno.test("an async transfer with nothing to read settles soon after its abort", async () => {
-  const { device } = scripted({
-    transfer: (
-      _name,
-      _endpoint,
-      _data,
-      _length,
-      transferred,
-    ) => (transferred[0] = 0, LibusbError.TIMEOUT),
-  });
+  const { device } = scripted({ transfer: nothingToRead });
   const controller = new AbortController();
   const reading = device.transferInAsync(0x81, 8, { timeout: 0, signal: controller.signal });
   await new Promise((resolve) => setTimeout(resolve, 30));
@@ -310,15 +299,7 @@ Deno.test("an async transfer with nothing to read settles soon after its abort",
 });
 
 Deno.test("the signal's timeout still holds: a sliced transfer times out with its count", () => {
-  const { device } = scripted({
-    transfer: (
-      _name,
-      _endpoint,
-      _data,
-      _length,
-      transferred,
-    ) => (transferred[0] = 0, LibusbError.TIMEOUT),
-  });
+  const { device } = scripted({ transfer: nothingToRead });
   const started = performance.now();
   assert.throws(
     () => device.transferIn(0x81, 8, { timeout: 1, signal: new AbortController().signal }),
@@ -412,15 +393,7 @@ Deno.test("speed and port path", () => {
 });
 
 Deno.test("right after an async transfer settles, the endpoint takes a blocking one", async () => {
-  const { device } = scripted({
-    transfer: (
-      _name,
-      _endpoint,
-      _data,
-      _length,
-      transferred,
-    ) => (transferred[0] = 0, LibusbError.TIMEOUT),
-  });
+  const { device } = scripted({ transfer: nothingToRead });
   const controller = new AbortController();
   const reading = device.transferInAsync(0x81, 8, { timeout: 0, signal: controller.signal });
   controller.abort();

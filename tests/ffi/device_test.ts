@@ -3,19 +3,10 @@ import assert from "node:assert/strict";
 import { Status } from "../../src/status.ts";
 import { DEFAULT_TIMEOUT, UsbDevice, type UsbDeviceSymbols } from "../../ffi/device.ts";
 import { UsbError } from "../../ffi/errors.ts";
+import { deviceInfo } from "../fixtures/usb_info.ts";
 
 const HANDLE = 0xdead_b000n;
-const INFO = {
-  vendorId: 0x46f4,
-  productId: 0x0001,
-  busNumber: 1,
-  deviceAddress: 2,
-  deviceClass: 0,
-  deviceSubclass: 0,
-  deviceProtocol: 0,
-  deviceVersion: 0x100,
-  usbVersion: 0x200,
-};
+const INFO = deviceInfo();
 
 interface Call {
   readonly name: string;

@@ -179,3 +179,19 @@ Deno.test("logLevel: libusb's own messages appear on stderr at debug, not at non
     { name: "LIBUSB_ERROR_INVALID_PARAM" },
   );
 });
+
+Deno.test("openDevice by place: bus and address go together, each 0..255", () => {
+  using usb = Libusb.open();
+  const at = { vendorId: 0xfffe, productId: 1 };
+  assert.throws(() => usb.openDevice({ ...at, busNumber: 1 }), {
+    name: "LIBUSB_ERROR_INVALID_PARAM",
+    message: /busNumber and deviceAddress go together/,
+  });
+  assert.throws(() => usb.openDevice({ ...at, busNumber: 1, deviceAddress: 256 }), {
+    name: "LIBUSB_ERROR_INVALID_PARAM",
+  });
+  // A well-formed place that holds no such device: not found, like any absent device.
+  assert.throws(() => usb.openDevice({ ...at, busNumber: 1, deviceAddress: 2 }), {
+    name: "LIBUSB_ERROR_NOT_FOUND",
+  });
+});

@@ -15,21 +15,12 @@ import { libusbPath } from "../../ffi/library.ts";
 import { usbWorkerPermissions } from "../../ffi/permissions.ts";
 import { type InStreamOptions, openInStream, TRANSFER_LAYOUT } from "../../ffi/stream.ts";
 import { libusbSymbols } from "../../ffi/symbols.ts";
+import { deviceInfo } from "../fixtures/usb_info.ts";
 
 const L = TRANSFER_LAYOUT;
 const HANDLE = 0x5a5a00n;
 const CONTEXT = 0x7c7c00n;
-const INFO = {
-  vendorId: 0x46f4,
-  productId: 0x0001,
-  busNumber: 1,
-  deviceAddress: 2,
-  deviceClass: 0,
-  deviceSubclass: 0,
-  deviceProtocol: 0,
-  deviceVersion: 0x0100,
-  usbVersion: 0x0300,
-};
+const INFO = deviceInfo({ usbVersion: 0x0300 });
 
 /**
  * What the double does with a submission: complete it (maybe short, or failed), or hold it as a
