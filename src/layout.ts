@@ -16,6 +16,7 @@
  *  │         RUNNING PENDING HELD RECYCLING CLEANING PARKED                       │
  *  │  32.. totals:   COMPLETED CANCELLED FAILED                                   │
  *  │  36.. wake:     LOOP_WAKE LOOP_SLEEPING FREE_WAKE FREE_SLEEPERS ABORT_WAKE   │
+ *  │  41 CONTROL_SEQ (a message for the Worker is on its way)                     │
  *  ├──────────────────────────────────────────────────────────────────────────────┤
  *  │ SLOTS   (MAX_BUFFERS × SLOT_WORDS × int32), slot i at word SLOT_BASE + 12i   │
  *  │   +0 STATE  +1 GENERATION  +2 NEXT  +3 PREV  +4 SIZE  +5 STATUS              │
@@ -82,6 +83,11 @@ export const H = {
   FREE_SLEEPERS: 39,
   /** Bumped when a waiter gives up on a running or pended item (the loop aborts `item.signal`). */
   ABORT_WAKE: 40,
+  /**
+   * Bumped by the owner before each message it posts to the Worker: a busy loop yields to its
+   * event loop when this moved (otherwise only every `YIELD_EVERY_MS`).
+   */
+  CONTROL_SEQ: 41,
 } as const;
 
 /** Header size in int32 words. */

@@ -108,6 +108,10 @@ export class Pool {
   #wakeCount = 0;
   #loopDue = false;
   #freeDue = false;
+  /** The work loop's pool: wakes for freed buffers wait while the queue has plenty (see below). */
+  #batchFreeWakes = false;
+  /** A freed buffer's wake that was held back: sent by {@linkcode Pool.flushFreeWakes}. */
+  #freeWakeOwed = false;
   #abortDue = false;
   /** The state was repaired: wake every sleeper after unlock. */
   #repaired = false;
@@ -322,6 +326,16 @@ export class Pool {
    * Sets the size of a buffer: a held one (its producer), or, given the loop's `run`, a running
    * or pended one (its handler, e.g. to hand a reply back with `keep`).
    */
+  /**
+   * True while the slot is HELD in this generation (read without the lock: a handle's hint that
+   * only its owner can end, short of a close taking every buffer back).
+   */
+  isHeld(slot: number, generation: number): boolean {
+    const w = this.#words;
+    return Atomics.load(w, this.#at(slot, S.STATE)) === State.HELD &&
+      Atomics.load(w, this.#at(slot, S.GENERATION)) === generation;
+  }
+
   setSize(slot: number, generation: number, size: number, run = -1): void {
     if (!Number.isInteger(size) || size < 0 || size > this.sizes.bufferSize) {
       throw new RangeError(
@@ -340,11 +354,19 @@ export class Pool {
   }
 
   /** Puts a held buffer on the queue (tail, or head) and wakes the loop. */
-  enqueue(slot: number, generation: number, atHead: boolean, waiter: boolean, keep = false): void {
+  enqueue(
+    slot: number,
+    generation: number,
+    atHead: boolean,
+    waiter: boolean,
+    keep = false,
+    size = -1,
+  ): void {
     const problem = this.#locked((): Problem => {
       const problem = this.#closing() || this.#check(slot, generation, State.HELD);
       if (!problem) {
         const w = this.#words;
+        if (size >= 0) w[this.#at(slot, S.SIZE)] = size; // checked by the handle that kept it
         w[this.#at(slot, S.WAITER)] = waiter ? 1 : 0;
         w[this.#at(slot, S.KEEP)] = waiter && keep ? 1 : 0;
         w[this.#at(slot, S.COMPLETION)] = Completion.NONE;
@@ -607,6 +629,38 @@ export class Pool {
     const w = this.#words;
     Atomics.add(w, H.LOOP_WAKE, 1);
     if (Atomics.load(w, H.LOOP_SLEEPING) !== 0) Atomics.notify(w, H.LOOP_WAKE);
+  }
+
+  /**
+   * While `hold` is on (the work loop's synchronous steps), this pool holds back the wake of a
+   * producer sleeping for a free buffer as long as more than half the pool is still queued: waking a thread that sleeps in
+   * `Atomics.waitAsync` costs the waker ~20 µs, which per item is most of a fast device's time.
+   * The producer then wakes once with several buffers free, and the device has work meanwhile.
+   * The loop calls {@linkcode Pool.flushFreeWakes} before every await (an async step, a yield,
+   * a sleep), so a held-back wake never outlives the synchronous run of steps that owed it.
+   */
+  holdFreeWakes(hold: boolean): void {
+    this.#batchFreeWakes = hold;
+  }
+
+  /** Sends a held-back free-buffer wake, if one is owed. */
+  flushFreeWakes(): void {
+    if (this.#freeWakeOwed) this.#notifyFree();
+  }
+
+  #notifyFree(): void {
+    this.#freeWakeOwed = false;
+    Atomics.notify(this.#words, H.FREE_WAKE);
+  }
+
+  #plentyQueued(): boolean {
+    const w = this.#words;
+    return Atomics.load(w, H.COUNT_BASE + State.QUEUED) * 2 > Atomics.load(w, H.ALLOCATED);
+  }
+
+  /** A control message for the Worker is about to be posted: its busy loop should yield. */
+  noteControl(): void {
+    Atomics.add(this.#words, H.CONTROL_SEQ, 1); // a sleeping loop hears the message itself
   }
 
   /** Wakes everything that sleeps on the pool (used at close and after a repair). */
@@ -978,8 +1032,11 @@ export class Pool {
     this.#wakeCount = 0;
     if (this.#freeDue) {
       this.#freeDue = false;
-      Atomics.add(w, H.FREE_WAKE, 1);
-      if (Atomics.load(w, H.FREE_SLEEPERS) !== 0) Atomics.notify(w, H.FREE_WAKE);
+      Atomics.add(w, H.FREE_WAKE, 1); // spinning waiters see this at once
+      if (Atomics.load(w, H.FREE_SLEEPERS) !== 0) {
+        if (this.#batchFreeWakes && this.#plentyQueued()) this.#freeWakeOwed = true;
+        else this.#notifyFree();
+      }
     }
     if (this.#loopDue) {
       this.#loopDue = false;

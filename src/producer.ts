@@ -85,7 +85,12 @@ export interface EnqueueWaitOptions extends WaitOptions {
   readonly keep?: boolean;
 }
 
-let bufferParts: (value: unknown, pool: Pool) => { slot: number; generation: number } | undefined;
+let bufferParts: (
+  value: unknown,
+  pool: Pool,
+) => { slot: number; generation: number; buffer: WorkBuffer } | undefined;
+/** The size set on a handle since its last enqueue (-1: none), which the enqueue writes. */
+let pendingSize: (buffer: WorkBuffer, clear: boolean) => number;
 /** Makes the handle for a slot just fetched (module-private, like `bufferParts`). */
 let newBuffer: (pool: Pool, slot: number, data: Uint8Array, context: Uint8Array) => WorkBuffer;
 
@@ -120,6 +125,7 @@ export class WorkBuffer {
   readonly data: Uint8Array;
   /** The buffer's context (`contextSize` bytes, zeroed at fetch; may be empty). */
   readonly context: Uint8Array;
+  #size = -1;
 
   /** @ignore Handles are made by `fetch` and `acquire`. */
   private constructor(pool: Pool, slot: number, data: Uint8Array, context: Uint8Array) {
@@ -150,11 +156,21 @@ export class WorkBuffer {
    * ```
    */
   get size(): number {
-    return this.#pool.size(this.#slot);
+    return this.#size >= 0 ? this.#size : this.#pool.size(this.#slot);
   }
 
   set size(size: number) {
-    this.#pool.setSize(this.#slot, this.#generation, size);
+    // Kept on the handle and written by the enqueue, under the lock it takes anyway: a producer
+    // that sets the size of each item pays for one critical section, not two.
+    if (
+      Number.isInteger(size) && size >= 0 && size <= this.#pool.sizes.bufferSize &&
+      this.#pool.isHeld(this.#slot, this.#generation)
+    ) {
+      this.#size = size;
+    } else {
+      this.#pool.setSize(this.#slot, this.#generation, size); // throws the right error
+      this.#size = -1;
+    }
   }
 
   /**
@@ -181,8 +197,13 @@ export class WorkBuffer {
   static {
     bufferParts = (value, pool) =>
       value instanceof WorkBuffer && value.#pool === pool
-        ? { slot: value.#slot, generation: value.#generation }
+        ? { slot: value.#slot, generation: value.#generation, buffer: value }
         : undefined;
+    pendingSize = (buffer, clear) => {
+      const size = buffer.#size;
+      if (clear) buffer.#size = -1;
+      return size;
+    };
     newBuffer = (pool, slot, data, context) => new WorkBuffer(pool, slot, data, context);
   }
 }
@@ -374,7 +395,8 @@ export class QueueProducer {
    */
   enqueue(buffer: WorkBuffer): void {
     const { slot, generation } = this.#own(buffer, "enqueue");
-    this.#pool.enqueue(slot, generation, false, false);
+    this.#pool.enqueue(slot, generation, false, false, false, pendingSize(buffer, false));
+    pendingSize(buffer, true);
   }
 
   /**
@@ -396,7 +418,8 @@ export class QueueProducer {
    */
   enqueueAtHead(buffer: WorkBuffer): void {
     const { slot, generation } = this.#own(buffer, "enqueue");
-    this.#pool.enqueue(slot, generation, true, false);
+    this.#pool.enqueue(slot, generation, true, false, false, pendingSize(buffer, false));
+    pendingSize(buffer, true);
   }
 
   /**
@@ -464,6 +487,7 @@ export class QueueProducer {
   reuse(buffer: WorkBuffer): void {
     const { slot, generation } = this.#own(buffer, "reuse");
     this.#pool.reuse(slot, generation);
+    pendingSize(buffer, true);
   }
 
   /**
@@ -592,7 +616,15 @@ export class QueueProducer {
       pool.reuse(slot, generation, true);
       throw signal.reason;
     }
-    pool.enqueue(slot, generation, atHead, true, options?.keep === true);
+    pool.enqueue(
+      slot,
+      generation,
+      atHead,
+      true,
+      options?.keep === true,
+      pendingSize(buffer, false),
+    );
+    pendingSize(buffer, true);
     const words = pool.words;
     const done = pool.doneWord(slot);
     for (;;) {

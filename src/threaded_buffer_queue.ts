@@ -461,6 +461,7 @@ export class ThreadedBufferQueue extends QueueProducer {
     const { promise, resolve, reject } = Promise.withResolvers<void>();
     this.#requests.set(id, { resolve, reject });
     try {
+      this.#pool.noteControl();
       this.#worker.postMessage({ ...request, id } as Command);
     } catch (error) {
       this.#requests.delete(id);

@@ -17,8 +17,13 @@ import { type Command, describe, type Reply, toWire } from "./protocol.ts";
 import { BufferDisposition, Status, type StatusCode, statusOfError } from "./status.ts";
 import { waitForChange } from "./wait.ts";
 
-/** Let the Worker's event loop run (timers, messages) at least this often while busy. */
-const YIELD_EVERY_MS = 2;
+/**
+ * While items keep coming, the loop lets the Worker's event loop run (the handler's timers and
+ * async completions) at least this often; at once when a control message is on its way
+ * (CONTROL_SEQ) or a waiter gave up on a watched item (ABORT_WAKE). Each yield costs a
+ * MessageChannel round trip (tens of µs), which at 2 ms on a slow device was one per item.
+ */
+const YIELD_EVERY_MS = 20;
 
 let pool: Pool;
 let handlers: WorkHandlers;
@@ -344,27 +349,50 @@ function yieldToEventLoop(): Promise<void> {
 async function serve(): Promise<void> {
   const words = pool.words;
   let nextYield = performance.now() + YIELD_EVERY_MS;
+  let control = Atomics.load(words, H.CONTROL_SEQ);
+  let aborts = Atomics.load(words, H.ABORT_WAKE);
+  /** Something only the event loop can serve is waiting. */
+  const wanted = (): boolean =>
+    Atomics.load(words, H.CONTROL_SEQ) !== control ||
+    (watched.size > 0 && Atomics.load(words, H.ABORT_WAKE) !== aborts) ||
+    performance.now() >= nextYield;
   while (!closed) {
     const seen = Atomics.load(words, H.LOOP_WAKE);
     // One returning buffer, then one item: neither can starve the other. A step that stays
     // synchronous costs no await (the hot path: a handler that completes at once).
-    let step = track(recycleOne());
-    const cleaned = typeof step === "boolean" ? step : await step;
-    step = !closed && running && !pool.hasFlag(Flag.STOP_REQUESTED) && track(takeAndRun());
-    const ran = typeof step === "boolean" ? step : await step;
+    // Wakes of producers waiting for a free buffer are held back only inside these synchronous
+    // steps (see Pool.holdFreeWakes): every way out to the event loop sends them first.
+    let step = track(held(recycleOne));
+    const cleaned = typeof step === "boolean" ? step : (pool.flushFreeWakes(), await step);
+    step = !closed && running && !pool.hasFlag(Flag.STOP_REQUESTED) && track(held(takeAndRun));
+    const ran = typeof step === "boolean" ? step : (pool.flushFreeWakes(), await step);
     if (cleaned || ran) {
-      if (performance.now() >= nextYield) {
+      if (wanted()) {
+        pool.flushFreeWakes();
+        control = Atomics.load(words, H.CONTROL_SEQ);
+        aborts = Atomics.load(words, H.ABORT_WAKE);
         await yieldToEventLoop();
         nextYield = performance.now() + YIELD_EVERY_MS;
       }
       continue;
     }
     // Nothing to do: spin a little, then sleep until someone bumps LOOP_WAKE.
+    pool.flushFreeWakes();
     Atomics.store(words, H.LOOP_SLEEPING, 1);
     const sleeping = waitForChange(words, H.LOOP_WAKE, seen);
     if (sleeping) await sleeping;
     Atomics.store(words, H.LOOP_SLEEPING, 0);
     nextYield = performance.now() + YIELD_EVERY_MS;
+  }
+}
+
+/** Runs a loop step with the pool holding back free-buffer wakes while plenty is queued. */
+function held<T>(step: () => T): T {
+  pool.holdFreeWakes(true);
+  try {
+    return step();
+  } finally {
+    pool.holdFreeWakes(false);
   }
 }
 

@@ -265,3 +265,25 @@ Deno.test("share/attach gives a producer handle; handles reject each other's buf
   assert.deepEqual(producer.stats(), queue.stats());
   assert.throws(() => ThreadedBufferQueue.attach({} as never), code("ForeignBuffer"));
 });
+
+Deno.test("a size set on a handle reaches the work with the enqueue; reuse forgets it", async () => {
+  await using queue = await ThreadedBufferQueue.create({
+    bufferQueue: { bufferCount: 1, bufferSize: 64 },
+    handlers: new URL("./fixtures/size_handlers.ts", import.meta.url),
+  });
+  await queue.start();
+  const buffer = await queue.acquire();
+  buffer.size = 5;
+  buffer.size = 7; // the last one counts
+  assert.equal(buffer.size, 7);
+  assert.equal(await queue.enqueueAndWait(buffer, { keep: true }), 7);
+  assert.equal(buffer.size, 7, "kept: the size the work saw");
+  buffer.size = 9;
+  queue.reuse(buffer);
+  assert.throws(() => (buffer.size = 1), { name: "QueueError" }); // stale handle
+  const again = await queue.acquire();
+  assert.equal(again.size, 64, "a reused buffer starts at bufferSize");
+  assert.throws(() => (again.size = 65), RangeError);
+  queue.enqueue(again);
+  await queue.onIdle();
+});

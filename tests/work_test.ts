@@ -234,3 +234,24 @@ Deno.test("item.capacity is bufferSize: a handler can grow size to it and read a
   assert.ok(buffer.data.every((byte) => byte === 0x5a));
   queue.reuse(buffer);
 });
+
+Deno.test("a saturated loop still lets the handler's timers run, and stop() is heard at once", async () => {
+  await using queue = await ThreadedBufferQueue.create({
+    bufferQueue: { bufferCount: 8, bufferSize: 16 },
+    handlers: new URL("./fixtures/busy_timer_handlers.ts", import.meta.url),
+  });
+  await queue.start();
+  const until = performance.now() + 300;
+  let last: Promise<number> = Promise.resolve(0);
+  while (performance.now() < until) { // keep the queue from running dry
+    const buffer = await queue.acquire();
+    last = queue.enqueueAndWait(buffer);
+  }
+  const ticks = await last;
+  assert.ok(ticks >= 3, `the interval fired ${ticks} times in 300 ms of back-to-back items`);
+  const more = Array.from({ length: 4 }, () => queue.fetch()).filter((b) => b !== null);
+  for (const buffer of more) queue.enqueue(buffer);
+  const stopping = performance.now();
+  await within(queue.stop(), 2000, "stop while items are queued");
+  assert.ok(performance.now() - stopping < 1000);
+});
