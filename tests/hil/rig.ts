@@ -921,7 +921,9 @@ function qemuArgs(
     "console=ttyS0",
     "quiet",
     "panic=-1",
-    "acpi=off",
+    // ACPI off boots ~0.4 s faster, but with it off a PVH-booted kernel finds one CPU only (the
+    // MADT is how it learns of the others), so a guest asked for several CPUs keeps ACPI.
+    (o.cpus ?? 1) > 1 ? "" : "acpi=off",
     "mitigations=off",
     "tsc=reliable",
     "no_timer_check",

@@ -14,7 +14,7 @@
 import assert from "node:assert/strict";
 import { Libusb } from "../../mod.ts";
 import { hilTest } from "./gate.ts";
-import { bootGuest, hostDeno, withTimeout } from "./rig.ts";
+import { bootGuest, hostDeno, runInGuest, withTimeout } from "./rig.ts";
 
 const THIS_FILE = new URL(import.meta.url).pathname;
 const HELLO = "tbq-hil: hello from the guest\n";
@@ -219,6 +219,21 @@ if (Deno.env.get("TBQ_HIL_GUEST") === "1") {
         `FTDI modem status bytes [${rep.bulkIn.statusBytes}] in ${rep.bulkIn.packets} packet(s)`,
     );
     assert.ok(startMs !== null && startMs < 30_000, `boot took ${startMs} ms`);
+  });
+
+  hilTest("hil rig: cpus: 2 gives the guest two CPUs and a TSC clock (for timings)", async () => {
+    const r = await runInGuest({
+      command: "nproc; cat /sys/devices/system/clocksource/clocksource0/current_clocksource",
+      cpus: 2,
+      disk: false,
+      serial: false,
+      timeoutMs: 60_000,
+    });
+    assert.equal(r.code, 0, `stderr:\n${r.stderr}\nconsole:\n${r.console}`);
+    const [cpus, clock] = r.stdout.trim().split("\n");
+    assert.equal(cpus, "2");
+    // The rig passes the host's TSC rate; without it the guest falls back to 4 ms jiffies.
+    if (!/tsc/.test(clock)) console.log(`clocksource ${clock} (the host has no cpu MHz line?)`);
   });
 
   hilTest("hil rig: QMP hot-unplug of usb-storage while a guest command runs", async () => {
