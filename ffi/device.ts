@@ -376,7 +376,7 @@ export class UsbDevice implements Disposable {
   get configuration(): UsbConfiguration | undefined {
     this.#check("configuration");
     const value = this.#activeConfigurationValue();
-    if (value !== this.#known.activeValue) this.#known.activated(value);
+    this.#known.observed(value);
     if (value === 0) return undefined;
     return this.#known.all.find((c) => c.configurationValue === value);
   }

@@ -131,6 +131,11 @@ export class DeviceConfigurations {
     return types;
   }
 
+  /** The active configuration's value, as just asked of the device: a change is an activation. */
+  observed(value: number): void {
+    if (value !== this.#activeValue) this.activated(value);
+  }
+
   /** The device now runs configuration `value` (0: none): every interface is at alternate 0. */
   activated(value: number): void {
     this.#activeValue = value;

@@ -110,8 +110,8 @@ export class Pool {
   #wakeCount = 0;
   #loopDue = false;
   #freeDue = false;
-  /** The work loop's pool: wakes for freed buffers wait while the queue has plenty (see below). */
-  #batchFreeWakes = false;
+  /** Free-buffer wakes are held back while plenty is queued ({@linkcode Pool.holdFreeWakes}). */
+  #holdFreeWakes = false;
   /** A freed buffer's wake that was held back: sent by {@linkcode Pool.flushFreeWakes}. */
   #freeWakeOwed = false;
   #abortDue = false;
@@ -327,10 +327,6 @@ export class Pool {
   }
 
   /**
-   * Sets the size of a buffer: a held one (its producer), or, given the loop's `run`, a running
-   * or pended one (its handler, e.g. to hand a reply back with `keep`).
-   */
-  /**
    * True while the slot is HELD in this generation (read without the lock: a handle's hint that
    * only its owner can end, short of a close taking every buffer back).
    */
@@ -340,6 +336,10 @@ export class Pool {
       Atomics.load(w, this.#at(slot, S.GENERATION)) === generation;
   }
 
+  /**
+   * Sets the size of a buffer: a held one (its producer), or, given the loop's `run`, a running
+   * or pended one (its handler, e.g. to hand a reply back with `keep`).
+   */
   setSize(slot: number, generation: number, size: number, run = -1): void {
     if (!Number.isInteger(size) || size < 0 || size > this.sizes.bufferSize) {
       throw new RangeError(
@@ -637,14 +637,15 @@ export class Pool {
 
   /**
    * While `hold` is on (the work loop's synchronous steps), this pool holds back the wake of a
-   * producer sleeping for a free buffer as long as more than half the pool is still queued: waking a thread that sleeps in
-   * `Atomics.waitAsync` costs the waker ~20 µs, which per item is most of a fast device's time.
+   * producer sleeping for a free buffer as long as more than half the pool is still queued:
+   * waking a thread that sleeps in `Atomics.waitAsync` costs the waker ~20 µs, which per item is
+   * most of a fast device's time.
    * The producer then wakes once with several buffers free, and the device has work meanwhile.
    * The loop calls {@linkcode Pool.flushFreeWakes} before every await (an async step, a yield,
    * a sleep), so a held-back wake never outlives the synchronous run of steps that owed it.
    */
   holdFreeWakes(hold: boolean): void {
-    this.#batchFreeWakes = hold;
+    this.#holdFreeWakes = hold;
   }
 
   /** Sends a held-back free-buffer wake, if one is owed. */
@@ -1046,7 +1047,7 @@ export class Pool {
       this.#freeDue = false;
       Atomics.add(w, H.FREE_WAKE, 1); // spinning waiters see this at once
       if (Atomics.load(w, H.FREE_SLEEPERS) !== 0) {
-        if (this.#batchFreeWakes && this.#plentyQueued()) this.#freeWakeOwed = true;
+        if (this.#holdFreeWakes && this.#plentyQueued()) this.#freeWakeOwed = true;
         else this.#notifyFree();
       }
     }

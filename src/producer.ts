@@ -85,10 +85,7 @@ export interface EnqueueWaitOptions extends WaitOptions {
   readonly keep?: boolean;
 }
 
-let bufferParts: (
-  value: unknown,
-  pool: Pool,
-) => { slot: number; generation: number; buffer: WorkBuffer } | undefined;
+let bufferParts: (value: unknown, pool: Pool) => { slot: number; generation: number } | undefined;
 /** The size set on a handle since its last enqueue (-1: none), which the enqueue writes. */
 let pendingSize: (buffer: WorkBuffer, clear: boolean) => number;
 /** Makes the handle for a slot just fetched (module-private, like `bufferParts`). */
@@ -197,7 +194,7 @@ export class WorkBuffer {
   static {
     bufferParts = (value, pool) =>
       value instanceof WorkBuffer && value.#pool === pool
-        ? { slot: value.#slot, generation: value.#generation, buffer: value }
+        ? { slot: value.#slot, generation: value.#generation }
         : undefined;
     pendingSize = (buffer, clear) => {
       const size = buffer.#size;
@@ -394,9 +391,7 @@ export class QueueProducer {
    * ```
    */
   enqueue(buffer: WorkBuffer): void {
-    const { slot, generation } = this.#own(buffer, "enqueue");
-    this.#pool.enqueue(slot, generation, false, false, false, pendingSize(buffer, false));
-    pendingSize(buffer, true);
+    this.#enqueue(buffer, this.#own(buffer, "enqueue"), false, false, false);
   }
 
   /**
@@ -417,9 +412,7 @@ export class QueueProducer {
    * ```
    */
   enqueueAtHead(buffer: WorkBuffer): void {
-    const { slot, generation } = this.#own(buffer, "enqueue");
-    this.#pool.enqueue(slot, generation, true, false, false, pendingSize(buffer, false));
-    pendingSize(buffer, true);
+    this.#enqueue(buffer, this.#own(buffer, "enqueue"), true, false, false);
   }
 
   /**
@@ -592,6 +585,18 @@ export class QueueProducer {
     return new QueueError("Closed", "the queue is closed");
   }
 
+  /** Queues a held buffer with the size set on its handle since the last enqueue, if any. */
+  #enqueue(
+    buffer: WorkBuffer,
+    { slot, generation }: { slot: number; generation: number },
+    atHead: boolean,
+    waiter: boolean,
+    keep: boolean,
+  ): void {
+    this.#pool.enqueue(slot, generation, atHead, waiter, keep, pendingSize(buffer, false));
+    pendingSize(buffer, true); // written: the handle reads the pool's word again
+  }
+
   #own(buffer: WorkBuffer, verb: string): { slot: number; generation: number } {
     this.assertOpen();
     const parts = bufferParts(buffer, this.#pool);
@@ -609,22 +614,15 @@ export class QueueProducer {
     atHead: boolean,
     options: EnqueueWaitOptions | undefined,
   ): Promise<StatusCode> {
-    const { slot, generation } = this.#own(buffer, "enqueue");
+    const parts = this.#own(buffer, "enqueue");
+    const { slot, generation } = parts;
     const pool = this.#pool;
     const signal = options?.signal;
     if (signal?.aborted) {
       pool.reuse(slot, generation, true);
       throw signal.reason;
     }
-    pool.enqueue(
-      slot,
-      generation,
-      atHead,
-      true,
-      options?.keep === true,
-      pendingSize(buffer, false),
-    );
-    pendingSize(buffer, true);
+    this.#enqueue(buffer, parts, atHead, true, options?.keep === true);
     const words = pool.words;
     const done = pool.doneWord(slot);
     for (;;) {

@@ -179,9 +179,7 @@ function abandonedReason(): DOMException {
  */
 function pollStop(): boolean {
   if (!running || controller.signal.aborted || !pool.hasFlag(Flag.STOP_REQUESTED)) return false;
-  const reason = pool.hasFlag(Flag.CLOSING)
-    ? new QueueError("Closed", "the queue is closed")
-    : new QueueError("Closed", "the queue's loop is stopping");
+  const reason = pool.hasFlag(Flag.CLOSING) ? closedReason() : stoppingReason();
   controller.abort(reason);
   abortItems(reason);
   return true;
@@ -457,9 +455,15 @@ async function start(): Promise<void> {
 }
 
 /** With STOP_REQUESTED set by the owner: lets the item in progress finish, then runs `post`. */
-async function stop(
-  reason = new QueueError("Closed", "the queue's loop is stopping"),
-): Promise<void> {
+function stoppingReason(): QueueError {
+  return new QueueError("Closed", "the queue's loop is stopping");
+}
+
+function closedReason(): QueueError {
+  return new QueueError("Closed", "the queue is closed");
+}
+
+async function stop(reason = stoppingReason()): Promise<void> {
   if (!running) return;
   controller.abort(reason);
   abortItems(reason);
@@ -474,7 +478,7 @@ async function stop(
  * and reclaim everything through `reuseCleanup`. The owner finishes with `Pool.closeOut`.
  */
 async function close(): Promise<void> {
-  const reason = new QueueError("Closed", "the queue is closed");
+  const reason = closedReason();
   let postError: unknown;
   try {
     await stop(reason);

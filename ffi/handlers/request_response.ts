@@ -33,7 +33,7 @@
  *
  * An item of `size` 0 writes nothing and only reads an answer (e.g. a device that reports on its
  * own). `absent` is as in every ready-made handler; with `"wait"`, an item that finds the device
- * away waits (asynchronously, polling every {@linkcode WAIT_POLL_MS} ms) until it is back, then
+ * away waits (`DeviceSlot.whenOpen`, as in the other ready-made handlers) until it is back, then
  * does its whole exchange; an exchange cut by an unplug after its request went out fails with
  * `DeviceNotConnected` instead (a request is not repeated blindly to a device that was reset).
  *
@@ -82,17 +82,6 @@ export const DEFAULT_REQUEST_ENDPOINT = 0x01;
 export const DEFAULT_ANSWER_ENDPOINT = 0x81;
 /** Milliseconds for a request's transfer, and again for its whole answer, by default. */
 export const DEFAULT_EXCHANGE_TIMEOUT = 1000;
-/**
- * Milliseconds between two attempts to open an absent device in `absent: "wait"` mode.
- *
- * @example
- * ```ts
- * import assert from "node:assert/strict";
- * import { WAIT_POLL_MS } from "./request_response.ts";
- * assert.equal(WAIT_POLL_MS, 200);
- * ```
- */
-export const WAIT_POLL_MS = 200;
 
 export type { AnswerEnd };
 
@@ -383,44 +372,18 @@ function exchange(
   return completed(statusOfError(answer.error));
 }
 
-/** Resolves after `ms`; rejects with the signal's reason when it aborts first. */
-function pause(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) return reject(signal.reason);
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", stop);
-    };
-    const stop = () => {
-      done();
-      reject(signal.reason);
-    };
-    const timer = setTimeout(() => {
-      done();
-      resolve();
-    }, ms);
-    signal.addEventListener("abort", stop, { once: true });
-  });
-}
-
-/** `absent: "wait"`: tries to open the device every {@linkcode WAIT_POLL_MS} ms, then exchanges. */
+/** `absent: "wait"`: waits until the device is back (`DeviceSlot.whenOpen`), then exchanges. */
 async function exchangeWhenBack(
   item: WorkItem,
   options: RequestResponseOptions,
   plan: ExchangePlan,
 ): Promise<WorkResult> {
   for (;;) {
-    try {
-      await pause(WAIT_POLL_MS, item.signal);
-    } catch {
-      return completed(Status.Cancelled);
-    }
     let link: DeviceLink;
     try {
-      link = slot.get(options);
+      link = await slot.whenOpen(options, item.signal);
     } catch (error) {
-      if (statusOfError(error) === Status.DeviceNotConnected) continue;
-      return completed(statusOfError(error));
+      return completed(item.signal.aborted ? Status.Cancelled : statusOfError(error));
     }
     const outcome = exchange(item, options, plan, link);
     if (outcome !== "unplugged") return outcome;
