@@ -39,6 +39,8 @@ const WARM_UP = 40;
 const AFTER = 100;
 /** A line that took longer than this (ms) was held while the FTDI was away. */
 const HELD_MS = 500;
+/** A moment after the watch's detach event (ms) at which the FTDI is surely still away. */
+const AWAY_PROBE_MS = 500;
 /** Milliseconds between two lines (paced, so the run stays short under TCG). */
 const PACE_MS = { bulk: 4, pipelined: 0 } as const; // 0: several transfers in flight to cut
 
@@ -296,7 +298,12 @@ async function replug(writer: Writer): Promise<void> {
 
   // Some lines really waited through the gap.
   assert.ok(rep.lines.some((l) => l.settledAt - l.enqueuedAt > HELD_MS), "a line was held");
-  const waited = rep.lines.filter((l) => l.enqueuedAt < detach.at && l.settledAt > attach.at);
+  // Lines in flight at a moment the FTDI was surely away: the host adds it back no sooner than
+  // 1 s after it saw the watch's "detached", so detach.at + AWAY_PROBE_MS is inside the gap. (The
+  // attach event is no such bound: the writer may reopen, and flush every held line, before the
+  // watch's next poll sees the attach.)
+  const away = detach.at + AWAY_PROBE_MS;
+  const waited = rep.lines.filter((l) => l.enqueuedAt < away && l.settledAt > away);
   assert.ok(waited.length >= 1, "at least one line was held while the FTDI was away");
 
   const resumed = rep.lines.find((l) => l.enqueuedAt < attach.at && l.settledAt > attach.at);
