@@ -6,31 +6,41 @@
  * ```
  *  byte 0                                                     Int32 words
  *  ┌──────────────────────────────────────────────────────────────────────────────┐
- *  │ HEADER  (HEADER_WORDS × int32)                                               │
- *  │   0 MAGIC            4 CONTEXT_SIZE      8 LOCK          12 FREE_HEAD        │
- *  │   1 BUFFER_COUNT     5 STRIDE            9 LOCK_SEQ      13 FREE_TAIL        │
- *  │   2 MAX_BUFFERS      6 FLAGS            10 NEXT_ID       14 QUEUE_HEAD       │
- *  │   3 BUFFER_SIZE      7 ALLOCATED        11 REPAIR_DUE    15 QUEUE_TAIL       │
- *  │  16 RECYCLE_HEAD    17 RECYCLE_TAIL                                          │
- *  │  20..29 slots per state (COUNT_BASE + State): UNALLOCATED FREE QUEUED        │
- *  │         RUNNING PENDING HELD RECYCLING CLEANING PARKED                       │
- *  │  32.. totals:   COMPLETED CANCELLED FAILED                                   │
- *  │  36.. wake:     LOOP_WAKE LOOP_SLEEPING FREE_WAKE FREE_SLEEPERS ABORT_WAKE   │
- *  │  41 CONTROL_SEQ (a message for the Worker is on its way)                     │
+ *  │ HEADER  (HEADER_WORDS × int32): one 64-byte cache line per group of writers, │
+ *  │ so that a word one thread spins on never shares a line with another's writes │
+ *  │   line 0, read-mostly:                                                       │
+ *  │   0 MAGIC            3 BUFFER_SIZE       6 FLAGS                             │
+ *  │   1 BUFFER_COUNT     4 CONTEXT_SIZE      7 ALLOCATED                         │
+ *  │   2 MAX_BUFFERS      5 STRIDE            8 NEXT_ID                           │
+ *  │   line 1, the lock and the words it guards:                                  │
+ *  │  16 LOCK            19 FREE_HEAD        22 QUEUE_TAIL       25 COMPLETED     │
+ *  │  17 LOCK_SEQ        20 FREE_TAIL        23 RECYCLE_HEAD     26 CANCELLED     │
+ *  │  18 REPAIR_DUE      21 QUEUE_HEAD       24 RECYCLE_TAIL     27 FAILED        │
+ *  │   line 2: 32..40 slots per state (COUNT_BASE + State): UNALLOCATED FREE      │
+ *  │         QUEUED RUNNING PENDING HELD RECYCLING CLEANING PARKED                │
+ *  │   line 3, producers wake the loop:   48 LOOP_WAKE  49 LOOP_SLEEPING          │
+ *  │                                      50 CONTROL_SEQ                          │
+ *  │   line 4, the loop wakes producers:  64 FREE_WAKE  65 FREE_SLEEPERS          │
+ *  │   line 5, waiters who gave up:       80 ABORT_WAKE                           │
  *  ├──────────────────────────────────────────────────────────────────────────────┤
- *  │ SLOTS   (MAX_BUFFERS × SLOT_WORDS × int32), slot i at word SLOT_BASE + 12i   │
+ *  │ SLOTS   (MAX_BUFFERS × SLOT_WORDS × int32), slot i at word SLOT_BASE + 16i:  │
+ *  │ a cache line each (the loop's slot and a producer's never share one)         │
  *  │   +0 STATE  +1 GENERATION  +2 NEXT  +3 PREV  +4 SIZE  +5 STATUS              │
- *  │   +6 DONE   +7 WAITER  +8 COMPLETION  +9 KEEP  +10 ABORTED  +11 RUN         │
+ *  │   +6 DONE   +7 WAITER  +8 COMPLETION  +9 KEEP  +10 ABORTED  +11 RUN          │
+ *  │   +12..15 unused                                                             │
  *  ├──────────────────────────────────────────────────────────────────────────────┤
- *  │ DATA    (MAX_BUFFERS × STRIDE bytes), slot i at dataOffset + i × STRIDE       │
+ *  │ DATA    (MAX_BUFFERS × STRIDE bytes), slot i at dataOffset + i × STRIDE      │
  *  ├──────────────────────────────────────────────────────────────────────────────┤
- *  │ CONTEXT (MAX_BUFFERS × contextStride bytes)                                   │
+ *  │ CONTEXT (MAX_BUFFERS × contextStride bytes)                                  │
  *  └──────────────────────────────────────────────────────────────────────────────┘
  * ```
  *
  * Lists (free, queue, recycle) are doubly linked through NEXT/PREV with {@linkcode NIL} ends.
- * The words from FREE_HEAD on change only under the lock, except the wake words, DONE and
- * ABORTED, which are `Atomics` words that sleepers wait on or the loop polls. LOCK holds the
+ * The words of lines 1 and 2 (but LOCK itself) and of the slots change only under the lock,
+ * except DONE and ABORTED, which, like the wake words, are `Atomics` words that sleepers wait on
+ * or the loop polls. Under the lock they
+ * are read and written plainly (the lock orders them); read without it, a word is only a hint
+ * that is checked again under the lock. LOCK holds the
  * holder's thread id, so that a lock whose holder died (a Worker terminated mid-call) can be
  * recognised and taken over.
  *
@@ -38,7 +48,7 @@
  */
 
 /** Identifies a tbq buffer (and this layout's version) when another thread attaches. */
-export const MAGIC = 0x74627101;
+export const MAGIC = 0x74627102;
 
 /** The end of a list. */
 export const NIL = -1;
@@ -55,43 +65,43 @@ export const H = {
   /** Slots taken into the pool so far (grows with look-aside up to MAX_BUFFERS). */
   ALLOCATED: 7,
   /** 0 when free, else the holder's thread id, with {@linkcode LOCK_WAITERS} set when contended. */
-  LOCK: 8,
+  LOCK: 16,
   /** Bumped at every acquisition: a waiter that sees neither LOCK nor this move knows the holder stalled. */
-  LOCK_SEQ: 9,
+  LOCK_SEQ: 17,
   /** Hands out thread ids for LOCK (one per `Pool` object). */
-  NEXT_ID: 10,
+  NEXT_ID: 8,
   /** 1 when a critical section stopped half-way and could not repair: the next holder does. */
-  REPAIR_DUE: 11,
-  FREE_HEAD: 12,
-  FREE_TAIL: 13,
-  QUEUE_HEAD: 14,
-  QUEUE_TAIL: 15,
-  RECYCLE_HEAD: 16,
-  RECYCLE_TAIL: 17,
+  REPAIR_DUE: 18,
+  FREE_HEAD: 19,
+  FREE_TAIL: 20,
+  QUEUE_HEAD: 21,
+  QUEUE_TAIL: 22,
+  RECYCLE_HEAD: 23,
+  RECYCLE_TAIL: 24,
   /** Counts of slots in each state, indexed COUNT_BASE + state. */
-  COUNT_BASE: 20,
-  COMPLETED: 32,
-  CANCELLED: 33,
-  FAILED: 34,
+  COUNT_BASE: 32,
+  COMPLETED: 25,
+  CANCELLED: 26,
+  FAILED: 27,
   /** Bumped whenever the work loop has something new to look at. */
-  LOOP_WAKE: 36,
+  LOOP_WAKE: 48,
   /** 1 while the loop sleeps on LOOP_WAKE, so wakers know to notify. */
-  LOOP_SLEEPING: 37,
+  LOOP_SLEEPING: 49,
   /** Bumped whenever a buffer becomes fetchable, or the queue closes. */
-  FREE_WAKE: 38,
+  FREE_WAKE: 64,
   /** How many threads sleep on FREE_WAKE. */
-  FREE_SLEEPERS: 39,
+  FREE_SLEEPERS: 65,
   /** Bumped when a waiter gives up on a running or pended item (the loop aborts `item.signal`). */
-  ABORT_WAKE: 40,
+  ABORT_WAKE: 80,
   /**
    * Bumped by the owner before each message it posts to the Worker: a busy loop yields to its
    * event loop when this moved (otherwise only every `YIELD_EVERY_MS`).
    */
-  CONTROL_SEQ: 41,
+  CONTROL_SEQ: 50,
 } as const;
 
 /** Header size in int32 words. */
-export const HEADER_WORDS = 48;
+export const HEADER_WORDS = 96;
 
 /** The LOCK bit that says threads sleep on the lock. */
 export const LOCK_WAITERS = 1 << 30;
@@ -159,7 +169,7 @@ export const Completion = {
 } as const;
 
 /** Int32 words per slot. */
-export const SLOT_WORDS = 12;
+export const SLOT_WORDS = 16;
 
 /**
  * Where a slot is. Every allocated slot is in exactly one state; the counts in the header

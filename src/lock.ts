@@ -62,7 +62,7 @@ export class SharedLock {
     probeStack(STACK_PROBE_DEPTH);
     const w = this.#words;
     if (Atomics.compareExchange(w, H.LOCK, 0, this.#id) === 0) {
-      Atomics.add(w, H.LOCK_SEQ, 1);
+      w[H.LOCK_SEQ]++; // ours alone now: a plain add (waiters only compare it)
       return;
     }
     this.#enterSlowly();

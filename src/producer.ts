@@ -363,13 +363,8 @@ export class QueueProducer {
   /** Sleeps until a buffer comes back (FREE_WAKE moves past `seen`), or the signal aborts. */
   async #sleepUntilFreed(seen: number, signal: AbortSignal | undefined): Promise<void> {
     const words = this.#pool.words;
-    Atomics.add(words, H.FREE_SLEEPERS, 1);
-    try {
-      const sleeping = waitForChange(words, H.FREE_WAKE, seen, signal);
-      if (sleeping) await sleeping;
-    } finally {
-      Atomics.sub(words, H.FREE_SLEEPERS, 1);
-    }
+    const sleeping = waitForChange(words, H.FREE_WAKE, seen, signal, undefined, H.FREE_SLEEPERS);
+    if (sleeping) await sleeping;
   }
 
   /**
