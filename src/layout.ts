@@ -19,7 +19,7 @@
  *  │   line 2: 32..40 slots per state (COUNT_BASE + State): UNALLOCATED FREE      │
  *  │         QUEUED RUNNING PENDING HELD RECYCLING CLEANING PARKED                │
  *  │   line 3, producers wake the loop:   48 LOOP_WAKE  49 LOOP_SLEEPING          │
- *  │                                      50 CONTROL_SEQ                          │
+ *  │                                      50 CONTROL_SEQ  51 LOOP_IDLE            │
  *  │   line 4, the loop wakes producers:  64 FREE_WAKE  65 FREE_SLEEPERS          │
  *  │   line 5, waiters who gave up:       80 ABORT_WAKE                           │
  *  ├──────────────────────────────────────────────────────────────────────────────┤
@@ -83,10 +83,16 @@ export const H = {
   COMPLETED: 25,
   CANCELLED: 26,
   FAILED: 27,
-  /** Bumped whenever the work loop has something new to look at. */
+  /** Bumped, while LOOP_IDLE is 1, whenever the work loop has something new to look at. */
   LOOP_WAKE: 48,
   /** 1 while the loop sleeps on LOOP_WAKE, so wakers know to notify. */
   LOOP_SLEEPING: 49,
+  /**
+   * 1 from the moment the loop found nothing to do until it looks again: only then do wakers
+   * bump LOOP_WAKE (a busy loop finds new work by itself, and a bump per item would move this
+   * line between the CPUs for nothing).
+   */
+  LOOP_IDLE: 51,
   /** Bumped whenever a buffer becomes fetchable, or the queue closes. */
   FREE_WAKE: 64,
   /** How many threads sleep on FREE_WAKE. */

@@ -634,11 +634,37 @@ export class Pool {
 
   // ── waking ───────────────────────────────────────────────────────────────────────────────
 
-  /** Tells the loop to look again (new item, recycled buffer, stop or close). */
+  /**
+   * Tells the loop to look again (new item, recycled buffer, stop or close), if it is idle: a
+   * busy loop looks again anyway before it goes idle ({@linkcode Pool.loopIdle}).
+   */
   wakeLoop(): void {
     const w = this.#words;
+    if (Atomics.load(w, H.LOOP_IDLE) === 0) return;
     Atomics.add(w, H.LOOP_WAKE, 1);
     if (Atomics.load(w, H.LOOP_SLEEPING) !== 0) Atomics.notify(w, H.LOOP_WAKE);
+  }
+
+  /**
+   * The loop found nothing to do: from now on wakers bump LOOP_WAKE. Returns LOOP_WAKE as it is
+   * now, to sleep on; the loop must then look for work once more before it sleeps (a waker that
+   * still saw the loop busy skipped the bump, but its change is in place by now).
+   */
+  loopIdle(): number {
+    Atomics.store(this.#words, H.LOOP_IDLE, 1);
+    return Atomics.load(this.#words, H.LOOP_WAKE);
+  }
+
+  /** The loop looks again: wakers may skip the bump until it is idle once more. */
+  loopBusy(): void {
+    Atomics.store(this.#words, H.LOOP_IDLE, 0);
+  }
+
+  /** Whether the loop has a step to take: a returning buffer, or an item while `taking`. */
+  loopHasWork(taking: boolean): boolean {
+    const w = this.#words;
+    return Atomics.load(w, H.RECYCLE_HEAD) !== NIL ||
+      (taking && Atomics.load(w, H.QUEUE_HEAD) !== NIL);
   }
 
   /**

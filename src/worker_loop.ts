@@ -388,7 +388,6 @@ async function serve(): Promise<void> {
     (watched.size > 0 && Atomics.load(words, H.ABORT_WAKE) !== aborts) ||
     yieldDue();
   while (!closed) {
-    const seen = Atomics.load(words, H.LOOP_WAKE);
     // One returning buffer, then one item: neither can starve the other. A step that stays
     // synchronous costs no await (the hot path: a handler that completes at once).
     // Wakes of producers waiting for a free buffer are held back only inside these synchronous
@@ -409,10 +408,22 @@ async function serve(): Promise<void> {
       }
       continue;
     }
-    // Nothing to do: spin a little, then sleep until someone bumps LOOP_WAKE.
+    // Nothing to do: say so, look once more, then spin a little and sleep until someone bumps
+    // LOOP_WAKE.
     pool.flushFreeWakes();
-    const sleeping = waitForChange(words, H.LOOP_WAKE, seen, undefined, undefined, H.LOOP_SLEEPING);
-    if (sleeping) await sleeping;
+    const seen = pool.loopIdle();
+    if (!closed && !pool.loopHasWork(running && !pool.hasFlag(Flag.STOP_REQUESTED))) {
+      const sleeping = waitForChange(
+        words,
+        H.LOOP_WAKE,
+        seen,
+        undefined,
+        undefined,
+        H.LOOP_SLEEPING,
+      );
+      if (sleeping) await sleeping;
+    }
+    pool.loopBusy();
     lastClock = performance.now();
     nextYield = lastClock + YIELD_EVERY_MS;
     clockStride = stepsToClock = 1;
