@@ -4,34 +4,57 @@
  * queue and direct loop alternated over several rounds, medians).
  *
  *   flock /tmp/tbq-bench.lock flock /tmp/tbq-qemu.lock \
- *     deno run -A --unstable-worker-options bench/rig_storage_bench.ts [--mib=16] [--rounds=5] \
- *       [--producers=1|2]
+ *     deno run -A --unstable-worker-options bench/rig_storage_bench.ts
+ *
+ * About a minute on a quiet machine (boot ~7 s included); more when others load the host.
  *
  * The host boots the rig guest (tests/hil/rig.ts) with `cpus: 2` (the rig then keeps ACPI, so the
  * guest sees both CPUs; its clock is the TSC, `tsc_early_khz` from the host) and a scratch disk
  * image of its own, and runs bench/rig_storage_guest.ts there. The guest, on QEMU's usb-storage
  * (46f4:0001, super speed, 512-byte blocks), writes `--mib` MiB per measurement as 64 KiB
- * WRITE (10) commands:
- * - direct: a `BotDevice` loop on the main thread (`openStorage()`, then `bot.writeBlocks()`);
+ * WRITE (10) commands, each arm to its own region:
+ * - direct: a `BotDevice` loop on the main thread (`openStorage()`, then `bot.writeBlocks()` of a
+ *   plain Uint8Array);
  * - queue: a ThreadedBufferQueue (8 × 64 KiB buffers) with the ready-made `massStorageHandlers`,
  *   the main thread producing with `writeRegions()` (acquire, copy 64 KiB in, set the LBA,
- *   `enqueueAndWait`), timed until every item completed;
- * - with `--producers=2` also the main thread plus one producer Worker, half each.
+ *   `enqueueAndWait`), timed from the first acquire until every item completed;
+ * - with `--producers=2` (the default) also the main thread plus one producer Worker (attached
+ *   through `queue.share()`), half each, started together through a shared word.
  * One owner of the device at a time: the queue, created once, is `start()`ed (its `pre` opens the
  * device in the queue's Worker) and `stop()`ped (`post` closes it) around each queue measurement,
- * and the direct loop opens and closes the device around its own; none of that is timed. A
- * warm-up round first (not counted), then `--rounds` rounds, each direct, queue(, queue2), timed
- * with `performance.now()` in the guest. The table shows each arm's median MiB/s with the rounds'
- * range in brackets, and the ratio as the median of the per-round ratios (queue ÷ that round's
- * direct). Data: random, with a per-round stamp in every 64 KiB chunk; after each measurement the
- * guest reads back each chunk's first block and checks the stamp, and at the end it reads every
- * region back whole and compares it byte for byte, so a write that did not land fails the run.
- * Below the table, per item: what the direct loop takes, what the queue takes, how much of that
- * the handler spent inside WRITE (10), and the rest (the loop and hand-off outside the commands).
- * Per-round figures go to stderr.
+ * and the direct loop opens and closes the device around its own; none of that is timed.
+ * `--warmup` rounds (2) are not counted, then `--rounds` rounds (7), each direct, queue(, queue2),
+ * timed with `performance.now()` in the guest. The table shows each arm's median MiB/s with the
+ * rounds' range in brackets, and the ratio as the median of the per-round ratios (queue ÷ that
+ * round's direct).
+ *
+ * Thread placement (`--placement=pinned`, the default): the guest's xHCI interrupts all land on
+ * one CPU (CPU 0), and a thread waiting for a completion on the other CPU is markedly slower (the
+ * direct loop measured 23–36 MiB/s pinned there against 42–92 on CPU 0, same boot), so where the
+ * scheduler happens to put a thread otherwise decides a round. Pinned (sched_setaffinity through
+ * libc in the guest): the thread that issues the commands (the direct loop's main thread, the
+ * queue's Worker) sits on the interrupt CPU, producers (main thread in the queue arms, the producer
+ * Worker) on the other. `--placement=free` leaves it to the scheduler; stderr shows the CPUs.
+ * `--placement=one` puts every thread on the interrupt CPU (the other CPU idles): a diagnosis of
+ * how much the emulation suffers when both guest CPUs are busy on a 2-core host.
+ *
+ * Data: random, with a per-round stamp in every 64 KiB chunk; after each measurement (queue arms:
+ * in the next session the main thread opens) the guest reads back each chunk's first block and
+ * checks the stamp, and at the end it reads every region back whole and compares it byte for
+ * byte, so a write that did not land fails the run.
+ *
+ * Below the table: per item, what the direct loop takes, what the queue takes, how much of that
+ * the handler spent inside WRITE (10) (its report's `writeMicros`) and the rest (the Worker loop,
+ * hand-offs and waiting for the producer, outside the commands); with `--profile`, how often the
+ * producer's `acquire()` found no free buffer. The host's CPU use while the guest ran (QEMU's,
+ * everyone else's) says whether other work competed with the emulation. Per-round figures go to
+ * stderr as they come.
+ *
+ * Options: `--mib=16`, `--rounds=7`, `--warmup=2`, `--producers=2|1`, `--placement=pinned|one|free`,
+ * `--profile`, `--cpus=2` (guest CPUs; anything but 2 does not measure what the target asks).
  *
  * Exit code 2 when the rig is not set up on this machine (run `bash tests/hil/prepare.sh` as
- * root, or tools/setup.sh); 1 when the guest run fails.
+ * root, or tools/setup.sh) or an option is wrong; 1 when the guest run fails.
  *
  * @module
  */
@@ -47,7 +70,7 @@ const { values } = parseArgs({
   args: Deno.args,
   options: {
     mib: { type: "string", default: "16" },
-    rounds: { type: "string", default: "5" },
+    rounds: { type: "string", default: "7" },
     warmup: { type: "string", default: "2" },
     producers: { type: "string", default: "2" },
     cpus: { type: "string", default: "2" },
@@ -55,8 +78,8 @@ const { values } = parseArgs({
     placement: { type: "string", default: "pinned" },
   },
 });
-if (values.placement !== "pinned" && values.placement !== "free") {
-  console.error("--placement is pinned or free");
+if (!["pinned", "one", "free"].includes(values.placement)) {
+  console.error("--placement is pinned, one or free");
   Deno.exit(2);
 }
 const CPUS = Number(values.cpus);
@@ -136,7 +159,9 @@ function findQemu(runDir: string): number | undefined {
     if (!/^\d+$/.test(entry.name)) continue;
     try {
       const cmd = Deno.readTextFileSync(`/proc/${entry.name}/cmdline`);
-      if (cmd.startsWith("qemu-system") && cmd.includes(runDir)) return Number(entry.name);
+      if (cmd.split("\0")[0].includes("qemu-system") && cmd.includes(runDir)) {
+        return Number(entry.name);
+      }
     } catch { /* gone */ }
   }
   return undefined;
@@ -164,6 +189,7 @@ async function main(): Promise<void> {
   const diskMiB = 2 + arms * MIB + 1;
   let result;
   let hostCpu = "host CPU: not measured";
+  let othersPct = 0;
   try {
     await using guest = await bootGuest({
       command: [
@@ -211,9 +237,11 @@ async function main(): Promise<void> {
       if (last) {
         const ticks = (last.at - first.at) / 10; // USER_HZ 100
         const pct = (n: number) => `${(100 * n / ticks).toFixed(0)}%`;
+        const others = Math.max(0, last.busy - first.busy - (last.qemu - first.qemu));
+        othersPct = 100 * others / ticks;
         hostCpu =
           `host CPU while the guest ran (of one core): QEMU ${pct(last.qemu - first.qemu)}, ` +
-          `everything else ${pct(last.busy - first.busy - (last.qemu - first.qemu))}, ` +
+          `everything else ${pct(others)}, ` +
           `steal ${pct(last.steal - first.steal)}; host has ${navigator.hardwareConcurrency} CPUs`;
       }
       result = await guest.wait();
@@ -250,6 +278,8 @@ async function main(): Promise<void> {
       `clocksource ${env.clocksource}, xHCI interrupts on CPU ${env.irqCpu}, threads ` +
       (env.placement === "pinned"
         ? `pinned (device commands on CPU ${env.irqCpu}, producers on the other)`
+        : env.placement === "one"
+        ? `all pinned to CPU ${env.irqCpu} (--placement=one, a diagnosis)`
         : "placed by the guest's scheduler") +
       `; ${report.mib} MiB per measurement as 64 KiB WRITE (10), ` +
       `${report.rounds} rounds after ${report.warmup} warm-up, alternated`,
@@ -262,6 +292,15 @@ async function main(): Promise<void> {
     } s`,
   );
   console.log(hostCpu);
+  if (othersPct > 20) {
+    console.log(
+      `WARNING: other processes used ${
+        othersPct.toFixed(0)
+      }% of a host core meanwhile; the queue ` +
+        "arms keep both guest CPUs (two QEMU threads) busy and suffer more from that than the " +
+        "direct loop, so the ratios read low: rerun on a quiet machine",
+    );
+  }
   if (env.cpus < 2 || env.clocksource !== "tsc") {
     console.log(
       `WARNING: the guest should see 2 CPUs and run on tsc (saw ${env.cpus}, ` +

@@ -38,6 +38,7 @@ import {
   massStorageHandlers,
   openStorage,
   readReport,
+  type StorageSession,
   writeRegions,
   type WriteRegionsResult,
 } from "../storage/mod.ts";
@@ -230,7 +231,7 @@ async function main(): Promise<void> {
     args: Deno.args,
     options: {
       mib: { type: "string", default: "16" },
-      rounds: { type: "string", default: "5" },
+      rounds: { type: "string", default: "7" },
       warmup: { type: "string", default: "2" },
       producers: { type: "string", default: "1" },
       profile: { type: "boolean", default: false },
@@ -239,7 +240,9 @@ async function main(): Promise<void> {
   });
   const profile = values.profile;
   const placement = values.placement;
-  if (placement !== "pinned" && placement !== "free") throw new Error("--placement: pinned|free");
+  if (!["pinned", "one", "free"].includes(placement)) {
+    throw new Error("--placement is pinned, one or free");
+  }
   const mib = Number(values.mib);
   const rounds = Number(values.rounds);
   const warmup = Number(values.warmup);
@@ -282,9 +285,10 @@ async function main(): Promise<void> {
   );
   // Pinned: the thread that runs the device commands (the direct loop's main thread, the queue's
   // Worker) on the CPU that takes the interrupts; producers on the other one.
-  const pin = placement === "pinned" ? pinner() : undefined;
+  // `one`: every thread of ours on the interrupt CPU (the other one idles), for diagnosis.
+  const pin = placement === "free" ? undefined : pinner();
   const deviceCpu = env.irqCpu;
-  const otherCpu = env.cpus > 1 ? (deviceCpu === 0 ? 1 : 0) : deviceCpu;
+  const otherCpu = env.cpus > 1 && placement === "pinned" ? (deviceCpu === 0 ? 1 : 0) : deviceCpu;
   const blocks = mib * 2048;
   const lbaOf = (arm: Arm) => 2048 + ARMS.indexOf(arm) * blocks;
   if (lbaOf(arms.at(-1)!) + blocks > blockCount) {
@@ -348,10 +352,20 @@ async function main(): Promise<void> {
     worker.postMessage(setup);
   }
 
-  /** Reads the first block of each chunk of `arm`'s region and checks its stamp. */
+  /**
+   * Reads the first block of each chunk of `arm`'s region and checks its stamp. The queue arms'
+   * checks wait for the next session the main thread opens anyway (the next direct measurement,
+   * or the final read-back), since an open costs more than the reads.
+   */
   let stampChecks = 0;
-  const checkStamps = (arm: Arm, round: number) => {
-    using disk = openStorage(device);
+  let untimedMs = 0;
+  const pendingChecks: { arm: Arm; round: number }[] = [];
+  const runChecks = (disk: StorageSession) => {
+    const t = performance.now();
+    for (const { arm, round } of pendingChecks.splice(0)) checkStamps(disk, arm, round);
+    untimedMs += performance.now() - t;
+  };
+  const checkStamps = (disk: StorageSession, arm: Arm, round: number) => {
     const lba = lbaOf(arm);
     for (let k = 0; k < items; k++) {
       const head = disk.bot.read10(lba + k * CHUNK_BLOCKS, 1);
@@ -369,6 +383,11 @@ async function main(): Promise<void> {
   };
 
   const rate = (ms: number) => mib / (ms / 1000);
+  const timed = async (step: () => Promise<void>) => {
+    const t = performance.now();
+    await step();
+    untimedMs += performance.now() - t;
+  };
   const checkQueueResult = (arm: Arm, round: number, results: WriteRegionsResult[]) => {
     const failures = results.flatMap((r) => r.failures);
     const done = results.reduce((n, r) => n + (r.statuses.Success ?? 0), 0);
@@ -386,16 +405,22 @@ async function main(): Promise<void> {
     direct: (round) => {
       stamp(data.direct, ARMS.indexOf("direct"), round);
       pin?.(0, deviceCpu);
+      const open = performance.now();
       using disk = openStorage(device);
+      untimedMs += performance.now() - open;
+      runChecks(disk);
       const t0 = performance.now();
       disk.bot.writeBlocks(lbaOf("direct"), data.direct, CHUNK_BLOCKS);
       const ms = performance.now() - t0;
-      return Promise.resolve({ ms, mibs: rate(ms), items, cpu: { main: lastCpu("thread-self") } });
+      const cpu = { main: lastCpu("thread-self") };
+      pendingChecks.push({ arm: "direct", round });
+      runChecks(disk);
+      return Promise.resolve({ ms, mibs: rate(ms), items, cpu });
     },
     queue: async (round) => {
       stamp(data.queue, ARMS.indexOf("queue"), round);
       pin?.(0, otherCpu);
-      await queue.start(); // pre: the Worker opens the device
+      await timed(() => queue.start()); // pre: the Worker opens the device
       const acquire = { calls: 0, blocked: 0, ms: 0, queuedSum: 0 };
       // --profile: writeRegions calls only acquire and enqueueAndWait on its producer.
       const producer = !profile ? queue : {
@@ -421,7 +446,7 @@ async function main(): Promise<void> {
       const ms = performance.now() - t0;
       const after = readReport(report);
       const cpu = { main: lastCpu("thread-self"), device: lastCpu(queueThread) };
-      await queue.stop(); // post: the Worker closes the device
+      await timed(() => queue.stop()); // post: the Worker closes the device
       checkQueueResult("queue", round, [result]);
       return {
         ms,
@@ -436,7 +461,7 @@ async function main(): Promise<void> {
       stamp(data.queue2, ARMS.indexOf("queue2"), round);
       const mine = data.queue2.subarray(0, half);
       pin?.(0, otherCpu);
-      await queue.start();
+      await timed(() => queue.start());
       const armed = answer(`armed ${round}`);
       const theirs = answer(`done ${round}`);
       theirs.catch(() => {}); // awaited below
@@ -456,7 +481,7 @@ async function main(): Promise<void> {
       const ms = performance.now() - t0;
       const after = readReport(report);
       const cpu = { main: lastCpu("thread-self"), device: lastCpu(queueThread) };
-      await queue.stop();
+      await timed(() => queue.stop());
       if (!("result" in other)) {
         throw new Error(`producer Worker answered ${JSON.stringify(other)}`);
       }
@@ -479,7 +504,7 @@ async function main(): Promise<void> {
     const line: string[] = [];
     for (const arm of arms) {
       const m = await measure[arm](round);
-      checkStamps(arm, round);
+      if (arm !== "direct") pendingChecks.push({ arm, round });
       results[arm].push(m);
       const cmd = (m.commandUs === undefined
         ? ""
@@ -500,7 +525,12 @@ async function main(): Promise<void> {
       `${arm}/direct ${(results[arm][round].mibs / results.direct[round].mibs).toFixed(2)}`
     );
     const name = round < warmup ? `warm-up ${round + 1}` : `round ${round - warmup + 1}`;
-    log(`${name}: ${[...line, ...ratios].join("; ")}`);
+    log(
+      `${name}: ${[...line, ...ratios].join("; ")}; opens, starts, stops and stamp checks ${
+        untimedMs.toFixed(0)
+      } ms`,
+    );
+    untimedMs = 0;
   }
 
   worker?.terminate();
@@ -515,6 +545,7 @@ async function main(): Promise<void> {
   let bytesCompared = 0;
   {
     using disk = openStorage(device);
+    runChecks(disk);
     for (const arm of arms) {
       const back = disk.bot.readBlocks(lbaOf(arm), blocks, CHUNK_BLOCKS);
       const want = data[arm];

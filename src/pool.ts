@@ -117,10 +117,14 @@ export class Pool {
   #wakeCount = 0;
   #loopDue = false;
   #freeDue = false;
-  /** Free-buffer wakes are held back while more is queued ({@linkcode Pool.holdFreeWakes}). */
+  /** Wakes of sleepers are held back while more is queued ({@linkcode Pool.holdWakes}). */
   #holdWhileQueuedAbove = -1;
-  /** A freed buffer's wake that was held back: sent by {@linkcode Pool.flushFreeWakes}. */
+  /** A freed buffer's wake that was held back: sent by {@linkcode Pool.flushWakes}. */
   #freeWakeOwed = false;
+  /** Slots whose waiters' wakes were held back (each once: `#doneOwing`), sent by `flushWakes`. */
+  readonly #doneOwed: Int32Array;
+  readonly #doneOwing: Uint8Array;
+  #doneOwedCount = 0;
   #abortDue = false;
   /** The state was repaired: wake every sleeper after unlock. */
   #repaired = false;
@@ -158,6 +162,8 @@ export class Pool {
       );
     }
     this.#wakeList = new Int32Array(Math.max(1, maxBuffers));
+    this.#doneOwed = new Int32Array(Math.max(1, maxBuffers));
+    this.#doneOwing = new Uint8Array(Math.max(1, maxBuffers));
     this.#lock = new SharedLock(w, () => this.#repair());
   }
 
@@ -668,22 +674,36 @@ export class Pool {
   }
 
   /**
-   * While `queued` is not -1 (the work loop's synchronous steps), this pool holds back the wake
-   * of a producer sleeping for a free buffer as long as more than `queued` items, or more than
-   * half the pool, are still queued: waking a thread that sleeps in `Atomics.waitAsync` costs
-   * the waker 5–35 µs here (the sleeper's CPU is idle: a cross-CPU interrupt in a VM), which
-   * per item is much of a device's time. The producer then wakes once with several buffers free,
-   * and the device has the `queued` items as work meanwhile.
-   * The loop calls {@linkcode Pool.flushFreeWakes} before every await (an async step, a yield,
-   * a sleep), so a held-back wake never outlives the synchronous run of steps that owed it.
+   * While `queued` is not -1 (the work loop's synchronous steps), this pool holds back the wakes
+   * of sleepers (a producer waiting for a free buffer, an `enqueueAndWait` caller whose item is
+   * done) as long as more than `queued` items, or more than half the pool, are still queued:
+   * waking a thread that sleeps in `Atomics.waitAsync` costs the waker 5–35 µs here (the
+   * sleeper's CPU is idle: a cross-CPU interrupt in a VM), which per item is much of a device's
+   * time. The sleepers then wake together, and the device has the `queued` items as work
+   * meanwhile. A held-back waiter's status is final at once (a spinning waiter sees it); it
+   * hears no later than the queue's work ahead of its wake, which its next item would wait for
+   * anyway.
+   * The loop calls {@linkcode Pool.flushWakes} before every await (an async step, a yield, a
+   * sleep), so a held-back wake never outlives the synchronous run of steps that owed it.
    */
-  holdFreeWakes(queued: number): void {
+  holdWakes(queued: number): void {
     this.#holdWhileQueuedAbove = queued;
   }
 
-  /** Sends a held-back free-buffer wake, if one is owed. */
-  flushFreeWakes(): void {
+  /** Sends the wakes held back, if any are owed. */
+  flushWakes(): void {
     if (this.#freeWakeOwed) this.#notifyFree();
+    const w = this.#words;
+    for (let i = 0; i < this.#doneOwedCount; i++) {
+      const slot = this.#doneOwed[i];
+      this.#doneOwing[slot] = 0;
+      Atomics.notify(w, this.#at(slot, S.DONE));
+    }
+    this.#doneOwedCount = 0;
+  }
+
+  #holding(): boolean {
+    return this.#holdWhileQueuedAbove >= 0 && this.#plentyQueued();
   }
 
   #notifyFree(): void {
@@ -1078,15 +1098,24 @@ export class Pool {
       this.wakeAll();
       return;
     }
-    for (let i = 0; i < this.#wakeCount; i++) {
-      Atomics.notify(w, this.#at(this.#wakeList[i], S.DONE));
+    if (this.#wakeCount > 0) {
+      const holding = this.#holding();
+      for (let i = 0; i < this.#wakeCount; i++) {
+        const slot = this.#wakeList[i];
+        if (!holding) {
+          Atomics.notify(w, this.#at(slot, S.DONE));
+        } else if (!this.#doneOwing[slot]) {
+          this.#doneOwing[slot] = 1;
+          this.#doneOwed[this.#doneOwedCount++] = slot;
+        }
+      }
+      this.#wakeCount = 0;
     }
-    this.#wakeCount = 0;
     if (this.#freeDue) {
       this.#freeDue = false;
       Atomics.add(w, H.FREE_WAKE, 1); // spinning waiters see this at once
       if (Atomics.load(w, H.FREE_SLEEPERS) !== 0) {
-        if (this.#holdWhileQueuedAbove >= 0 && this.#plentyQueued()) this.#freeWakeOwed = true;
+        if (this.#holding()) this.#freeWakeOwed = true;
         else this.#notifyFree();
       }
     }

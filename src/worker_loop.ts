@@ -33,13 +33,13 @@ const YIELD_EVERY_MS = 20;
 const MAX_CLOCK_STRIDE = 16;
 const FAST_STRIDE_MS = 0.25;
 /**
- * How much queued work (ms) the loop keeps for itself when it wakes producers that sleep for a
- * free buffer: their wake (20–150 µs measured here) and refill. Fewer, later wakes cost the
- * device thread less (see `Pool.holdFreeWakes`); the loop turns this into an item count from
- * its step time, and never fewer than 2 items (a late wake must not leave the device idle).
- * At 80 µs per item on 8 buffers: 3 items, one wake per ~5 items instead of per ~4.
+ * How much queued work (ms) the loop keeps for itself when it wakes producers that sleep (for a
+ * free buffer, or for a status): their wake (20–150 µs measured here) and refill. Fewer, later
+ * wakes cost the device thread less (see `Pool.holdWakes`); the loop turns this into an item
+ * count from its step time, and never fewer than 2 items (a late wake must not leave the device
+ * idle). At 80 µs per item on 8 buffers: 3 items, one wake per ~5 items instead of per ~4.
  */
-const FREE_WAKE_LEAD_MS = 0.2;
+const WAKE_LEAD_MS = 0.2;
 
 /** A moving average of one loop step's time (ms), measured at the clock reads; 0 until known. */
 let stepMs = 0;
@@ -390,15 +390,15 @@ async function serve(): Promise<void> {
   while (!closed) {
     // One returning buffer, then one item: neither can starve the other. A step that stays
     // synchronous costs no await (the hot path: a handler that completes at once).
-    // Wakes of producers waiting for a free buffer are held back only inside these synchronous
-    // steps (see Pool.holdFreeWakes): every way out to the event loop sends them first.
+    // Wakes of producers waiting for a free buffer or a status are held back only inside these
+    // synchronous steps (see Pool.holdWakes): every way out to the event loop sends them first.
     let step = track(held(recycleOne));
-    const cleaned = typeof step === "boolean" ? step : (pool.flushFreeWakes(), await step);
+    const cleaned = typeof step === "boolean" ? step : (pool.flushWakes(), await step);
     step = !closed && running && !pool.hasFlag(Flag.STOP_REQUESTED) && track(held(takeAndRun));
-    const ran = typeof step === "boolean" ? step : (pool.flushFreeWakes(), await step);
+    const ran = typeof step === "boolean" ? step : (pool.flushWakes(), await step);
     if (cleaned || ran) {
       if (wanted()) {
-        pool.flushFreeWakes();
+        pool.flushWakes();
         control = Atomics.load(words, H.CONTROL_SEQ);
         aborts = Atomics.load(words, H.ABORT_WAKE);
         await yieldToEventLoop();
@@ -410,7 +410,7 @@ async function serve(): Promise<void> {
     }
     // Nothing to do: say so, look once more, then spin a little and sleep until someone bumps
     // LOOP_WAKE.
-    pool.flushFreeWakes();
+    pool.flushWakes();
     const seen = pool.loopIdle();
     if (!closed && !pool.loopHasWork(running && !pool.hasFlag(Flag.STOP_REQUESTED))) {
       const sleeping = waitForChange(
@@ -431,15 +431,15 @@ async function serve(): Promise<void> {
 }
 
 /**
- * Runs a loop step with the pool holding back free-buffer wakes while more is queued than the
- * loop needs to cover a producer's wake ({@linkcode FREE_WAKE_LEAD_MS}).
+ * Runs a loop step with the pool holding back sleepers' wakes while more is queued than the
+ * loop needs to cover a producer's wake ({@linkcode WAKE_LEAD_MS}).
  */
 function held<T>(step: () => T): T {
-  pool.holdFreeWakes(stepMs > 0 ? Math.max(2, Math.ceil(FREE_WAKE_LEAD_MS / stepMs)) : Infinity);
+  pool.holdWakes(stepMs > 0 ? Math.max(2, Math.ceil(WAKE_LEAD_MS / stepMs)) : Infinity);
   try {
     return step();
   } finally {
-    pool.holdFreeWakes(-1);
+    pool.holdWakes(-1);
   }
 }
 
