@@ -38,8 +38,14 @@ interface Session {
   readonly reported: { checkConditions: number; resetRecoveries: number; clearedHalts: number };
 }
 
+/** The report's words, made once per report buffer (every item bumps two of them). */
+let reportWords: { buffer: SharedArrayBuffer; words: Int32Array } | undefined;
+
 function words(options: MassStorageOptions): Int32Array | undefined {
-  return options.report ? new Int32Array(options.report) : undefined;
+  const buffer = options.report;
+  if (!buffer) return undefined;
+  if (reportWords?.buffer !== buffer) reportWords = { buffer, words: new Int32Array(buffer) };
+  return reportWords.words;
 }
 
 function bump(options: MassStorageOptions, word: number, by = 1): void {
