@@ -5,7 +5,9 @@
  * and verifies it), and the HOST then checks the disk image's bytes at those offsets against the
  * SHA-256 the writer reports. The same guest run measures storage MiB/s through the queue (main
  * thread alone, then main + Worker) against a direct `BotDevice` loop (same 64 KiB commands) and
- * prints them (no assertion on speed), and checks real CHECK CONDITION and Reset Recovery through
+ * prints them (no assertion on speed: one cold queue run in a fresh process against a warm direct
+ * loop, on one guest CPU, is biased against the queue; the speed measure is
+ * `bench/rig_storage_bench.ts`), and checks real CHECK CONDITION and Reset Recovery through
  * `storage/`.
  *
  * The same file is the guest-side program (TBQ_HIL_GUEST=1).
