@@ -61,22 +61,14 @@
 
 import { parseArgs } from "node:util";
 import { bootGuest, hostDeno, loadManifest } from "../tests/hil/rig.ts";
-import type { Arm, Measurement, Report } from "./rig_storage_guest.ts";
+import { type Arm, BENCH_OPTIONS, type Measurement, type Report } from "./rig_storage_guest.ts";
 
 const GUEST = new URL("./rig_storage_guest.ts", import.meta.url).pathname;
 const TARGET = 0.5;
 
 const { values } = parseArgs({
   args: Deno.args,
-  options: {
-    mib: { type: "string", default: "16" },
-    rounds: { type: "string", default: "7" },
-    warmup: { type: "string", default: "2" },
-    producers: { type: "string", default: "2" },
-    cpus: { type: "string", default: "2" },
-    profile: { type: "boolean", default: false },
-    placement: { type: "string", default: "pinned" },
-  },
+  options: { ...BENCH_OPTIONS, cpus: { type: "string", default: "2" } },
 });
 if (!["pinned", "one", "free"].includes(values.placement)) {
   console.error("--placement is pinned, one or free");

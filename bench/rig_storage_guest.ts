@@ -223,21 +223,21 @@ if (inWorker) {
   };
 }
 
+/** The options both halves take (the host passes them on to the guest). */
+export const BENCH_OPTIONS = {
+  mib: { type: "string", default: "16" },
+  rounds: { type: "string", default: "7" },
+  warmup: { type: "string", default: "2" },
+  producers: { type: "string", default: "2" },
+  profile: { type: "boolean", default: false },
+  placement: { type: "string", default: "pinned" },
+} as const;
+
 // ------------------------------------------------------------------ main
 
 async function main(): Promise<void> {
   const start = performance.now();
-  const { values } = parseArgs({
-    args: Deno.args,
-    options: {
-      mib: { type: "string", default: "16" },
-      rounds: { type: "string", default: "7" },
-      warmup: { type: "string", default: "2" },
-      producers: { type: "string", default: "1" },
-      profile: { type: "boolean", default: false },
-      placement: { type: "string", default: "pinned" },
-    },
-  });
+  const { values } = parseArgs({ args: Deno.args, options: BENCH_OPTIONS });
   const profile = values.profile;
   const placement = values.placement;
   if (!["pinned", "one", "free"].includes(placement)) {
