@@ -24,7 +24,7 @@
  *  │   line 5, waiters who gave up:       80 ABORT_WAKE                           │
  *  ├──────────────────────────────────────────────────────────────────────────────┤
  *  │ SLOTS   (MAX_BUFFERS × SLOT_WORDS × int32), slot i at word SLOT_BASE + 16i:  │
- *  │ a cache line each (the loop's slot and a producer's never share one)         │
+ *  │ 64 bytes each, so that the loop's slot and a producer's do not share a line  │
  *  │   +0 STATE  +1 GENERATION  +2 NEXT  +3 PREV  +4 SIZE  +5 STATUS              │
  *  │   +6 DONE   +7 WAITER  +8 COMPLETION  +9 KEEP  +10 ABORTED  +11 RUN          │
  *  │   +12..15 unused                                                             │
@@ -38,11 +38,14 @@
  * Lists (free, queue, recycle) are doubly linked through NEXT/PREV with {@linkcode NIL} ends.
  * The words of lines 1 and 2 (but LOCK itself) and of the slots change only under the lock,
  * except DONE and ABORTED, which, like the wake words, are `Atomics` words that sleepers wait on
- * or the loop polls. Under the lock they
- * are read and written plainly (the lock orders them); read without it, a word is only a hint
- * that is checked again under the lock. LOCK holds the
+ * or the loop polls. Under the lock they are read and written plainly (the lock orders them);
+ * read without it, a word is only a hint that is checked again under the lock. LOCK holds the
  * holder's thread id, so that a lock whose holder died (a Worker terminated mid-call) can be
  * recognised and taken over.
+ *
+ * The 64-byte spans are cache lines when the buffer starts on a line; malloc aligns it to 16
+ * bytes only, so each span's words sit in its first 48 bytes (a slot's in words 0–11), which
+ * then still fall within one line that no other span's words share.
  *
  * @module
  */

@@ -91,10 +91,10 @@ export interface QueueStats {
   readonly failed: number;
 }
 
-/** Shared queue state over one SharedArrayBuffer. */
 /** Bytes of unshared zeroes each `Pool` keeps for clearing fetched buffers (or less). */
 const ZERO_BLOCK = 64 * 1024;
 
+/** Shared queue state over one SharedArrayBuffer. */
 export class Pool {
   /** The shared memory. */
   readonly buffer: SharedArrayBuffer;
