@@ -383,6 +383,14 @@ async function main(): Promise<void> {
   };
 
   const rate = (ms: number) => mib / (ms / 1000);
+  /** A queue arm's figures, taken right after its timed part (before `stop()`). */
+  const queueMeasurement = (ms: number, writeMicrosBefore: number): Measurement => ({
+    ms,
+    mibs: rate(ms),
+    items,
+    commandUs: readReport(report).writeMicros - writeMicrosBefore,
+    cpu: { main: lastCpu("thread-self"), device: lastCpu(queueThread) },
+  });
   const timed = async (step: () => Promise<void>) => {
     const t = performance.now();
     await step();
@@ -444,18 +452,10 @@ async function main(): Promise<void> {
         signal: AbortSignal.timeout(TIMEOUT_MS),
       });
       const ms = performance.now() - t0;
-      const after = readReport(report);
-      const cpu = { main: lastCpu("thread-self"), device: lastCpu(queueThread) };
+      const measured = queueMeasurement(ms, before.writeMicros);
       await timed(() => queue.stop()); // post: the Worker closes the device
       checkQueueResult("queue", round, [result]);
-      return {
-        ms,
-        mibs: rate(ms),
-        items,
-        commandUs: after.writeMicros - before.writeMicros,
-        cpu,
-        ...(profile ? { acquire } : {}),
-      };
+      return { ...measured, ...(profile ? { acquire } : {}) };
     },
     queue2: async (round) => {
       stamp(data.queue2, ARMS.indexOf("queue2"), round);
@@ -479,20 +479,13 @@ async function main(): Promise<void> {
         theirs,
       ]);
       const ms = performance.now() - t0;
-      const after = readReport(report);
-      const cpu = { main: lastCpu("thread-self"), device: lastCpu(queueThread) };
+      const measured = queueMeasurement(ms, before.writeMicros);
       await timed(() => queue.stop());
       if (!("result" in other)) {
         throw new Error(`producer Worker answered ${JSON.stringify(other)}`);
       }
       checkQueueResult("queue2", round, [result, other.result]);
-      return {
-        ms,
-        mibs: rate(ms),
-        items,
-        commandUs: after.writeMicros - before.writeMicros,
-        cpu,
-      };
+      return measured;
     },
   };
 
