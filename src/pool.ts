@@ -118,7 +118,8 @@ export class Pool {
   #loopDue = false;
   #freeDue = false;
   /** Wakes of sleepers are held back while more is queued ({@linkcode Pool.holdWakes}). */
-  #holdWhileQueuedAbove = -1;
+  #holdFreeAbove = -1;
+  #holdDoneAbove = -1;
   /** A freed buffer's wake that was held back: sent by {@linkcode Pool.flushWakes}. */
   #freeWakeOwed = false;
   /** Slots whose waiters' wakes were held back (each once: `#doneOwing`), sent by `flushWakes`. */
@@ -674,20 +675,20 @@ export class Pool {
   }
 
   /**
-   * While `queued` is not -1 (the work loop's synchronous steps), this pool holds back the wakes
-   * of sleepers (a producer waiting for a free buffer, an `enqueueAndWait` caller whose item is
-   * done) as long as more than `queued` items, or more than half the pool, are still queued:
-   * waking a thread that sleeps in `Atomics.waitAsync` costs the waker 5–35 µs here (the
-   * sleeper's CPU is idle: a cross-CPU interrupt in a VM), which per item is much of a device's
-   * time. The sleepers then wake together, and the device has the `queued` items as work
-   * meanwhile. A held-back waiter's status is final at once (a spinning waiter sees it); it
-   * hears no later than the queue's work ahead of its wake, which its next item would wait for
-   * anyway.
+   * In the work loop's synchronous steps, this pool holds back the wake of a producer sleeping
+   * for a free buffer while more than `freeAbove` items are queued, and the wake of an
+   * `enqueueAndWait` caller whose item is done while more than `doneAbove` are (-1: no holding).
+   * Waking a thread that sleeps in `Atomics.waitAsync` costs the waker 5–35 µs here (the
+   * sleeper's CPU is idle: a cross-CPU interrupt in a VM), which per item is much of a fast
+   * device's time. The sleepers then wake together, and the device has the queued items as work
+   * meanwhile. A held-back waiter's status is final at once (a spinning waiter sees it); the loop
+   * sets `doneAbove` so that its wake comes at most ~1 ms of queued work late.
    * The loop calls {@linkcode Pool.flushWakes} before every await (an async step, a yield, a
    * sleep), so a held-back wake never outlives the synchronous run of steps that owed it.
    */
-  holdWakes(queued: number): void {
-    this.#holdWhileQueuedAbove = queued;
+  holdWakes(freeAbove: number, doneAbove: number): void {
+    this.#holdFreeAbove = freeAbove;
+    this.#holdDoneAbove = doneAbove;
   }
 
   /** Sends the wakes held back, if any are owed. */
@@ -702,19 +703,13 @@ export class Pool {
     this.#doneOwedCount = 0;
   }
 
-  #holding(): boolean {
-    return this.#holdWhileQueuedAbove >= 0 && this.#plentyQueued();
+  #queuedAbove(threshold: number): boolean {
+    return threshold >= 0 && this.#words[H.COUNT_BASE + State.QUEUED] > threshold;
   }
 
   #notifyFree(): void {
     this.#freeWakeOwed = false;
     Atomics.notify(this.#words, H.FREE_WAKE);
-  }
-
-  #plentyQueued(): boolean {
-    const w = this.#words;
-    const queued = w[H.COUNT_BASE + State.QUEUED];
-    return queued > Math.min(this.#holdWhileQueuedAbove, w[H.ALLOCATED] >> 1);
   }
 
   /** Zeroes `length` bytes from `start`, a block of {@linkcode ZERO_BLOCK} at a time. */
@@ -1099,7 +1094,7 @@ export class Pool {
       return;
     }
     if (this.#wakeCount > 0) {
-      const holding = this.#holding();
+      const holding = this.#queuedAbove(this.#holdDoneAbove);
       for (let i = 0; i < this.#wakeCount; i++) {
         const slot = this.#wakeList[i];
         if (!holding) {
@@ -1115,7 +1110,7 @@ export class Pool {
       this.#freeDue = false;
       Atomics.add(w, H.FREE_WAKE, 1); // spinning waiters see this at once
       if (Atomics.load(w, H.FREE_SLEEPERS) !== 0) {
-        if (this.#holding()) this.#freeWakeOwed = true;
+        if (this.#queuedAbove(this.#holdFreeAbove)) this.#freeWakeOwed = true;
         else this.#notifyFree();
       }
     }

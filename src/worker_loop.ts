@@ -40,6 +40,8 @@ const FAST_STRIDE_MS = 0.25;
  * idle). At 80 µs per item on 8 buffers: 3 items, one wake per ~5 items instead of per ~4.
  */
 const WAKE_LEAD_MS = 0.2;
+/** At most this much queued work (ms) lies between a waiter's item ending and its held wake. */
+const DONE_WAKE_DELAY_MS = 1;
 
 /** A moving average of one loop step's time (ms), measured at the clock reads; 0 until known. */
 let stepMs = 0;
@@ -432,14 +434,22 @@ async function serve(): Promise<void> {
 
 /**
  * Runs a loop step with the pool holding back sleepers' wakes while more is queued than the
- * loop needs to cover a producer's wake ({@linkcode WAKE_LEAD_MS}).
+ * loop needs to cover a producer's wake ({@linkcode WAKE_LEAD_MS}; at most half the pool), and
+ * a waiter's only while its wake comes at most {@linkcode DONE_WAKE_DELAY_MS} late.
  */
 function held<T>(step: () => T): T {
-  pool.holdWakes(stepMs > 0 ? Math.max(2, Math.ceil(WAKE_LEAD_MS / stepMs)) : Infinity);
+  const allocated = pool.allocated();
+  if (stepMs > 0) {
+    const freeAbove = Math.min(allocated >> 1, Math.max(2, Math.ceil(WAKE_LEAD_MS / stepMs)));
+    const late = Math.floor(DONE_WAKE_DELAY_MS / stepMs); // items a held wake may wait behind
+    pool.holdWakes(freeAbove, Math.max(freeAbove, allocated - late));
+  } else {
+    pool.holdWakes(allocated >> 1, -1); // step time not known yet: no waiter's wake is held
+  }
   try {
     return step();
   } finally {
-    pool.holdWakes(-1);
+    pool.holdWakes(-1, -1);
   }
 }
 
