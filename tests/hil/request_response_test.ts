@@ -119,6 +119,9 @@ async function guestMain(): Promise<void> {
   } catch (error) {
     aborted = `rejected: ${(error as Error).name}`;
   }
+  // The given-up item's read ends within a poll slice of the abort: only then may the answer
+  // come, or that read takes it (and nothing is left for the next exchange to drop).
+  await queue.onIdle({ signal });
   console.log("ABORTED");
   for (let waited = 0;; waited += 20) {
     try {
