@@ -367,10 +367,19 @@ function yieldToEventLoop(): Promise<void> {
 
 async function serve(): Promise<void> {
   const words = pool.words;
-  let lastClock = performance.now();
-  let nextYield = lastClock + YIELD_EVERY_MS;
+  let lastClock = 0;
+  let nextYield = 0;
   let clockStride = 1;
   let stepsToClock = 1;
+  /** Back from the event loop (or starting): the next yield is due YIELD_EVERY_MS from now. */
+  const restartClock = (): void => {
+    lastClock = performance.now();
+    nextYield = lastClock + YIELD_EVERY_MS;
+    clockStride = stepsToClock = 1;
+  };
+  restartClock();
+  /** The loop may take items: started, and no stop asked for. */
+  const taking = (): boolean => !closed && running && !pool.hasFlag(Flag.STOP_REQUESTED);
   const yieldDue = (): boolean => {
     if (--stepsToClock > 0) return false;
     const now = performance.now();
@@ -396,7 +405,7 @@ async function serve(): Promise<void> {
     // synchronous steps (see Pool.holdWakes): every way out to the event loop sends them first.
     let step = track(held(recycleOne));
     const cleaned = typeof step === "boolean" ? step : (pool.flushWakes(), await step);
-    step = !closed && running && !pool.hasFlag(Flag.STOP_REQUESTED) && track(held(takeAndRun));
+    step = taking() && track(held(takeAndRun));
     const ran = typeof step === "boolean" ? step : (pool.flushWakes(), await step);
     if (cleaned || ran) {
       if (wanted()) {
@@ -404,9 +413,7 @@ async function serve(): Promise<void> {
         control = Atomics.load(words, H.CONTROL_SEQ);
         aborts = Atomics.load(words, H.ABORT_WAKE);
         await yieldToEventLoop();
-        lastClock = performance.now();
-        nextYield = lastClock + YIELD_EVERY_MS;
-        clockStride = stepsToClock = 1;
+        restartClock();
       }
       continue;
     }
@@ -414,7 +421,7 @@ async function serve(): Promise<void> {
     // LOOP_WAKE.
     pool.flushWakes();
     const seen = pool.loopIdle();
-    if (!closed && !pool.loopHasWork(running && !pool.hasFlag(Flag.STOP_REQUESTED))) {
+    if (!closed && !pool.loopHasWork(taking())) {
       const sleeping = waitForChange(
         words,
         H.LOOP_WAKE,
@@ -426,9 +433,7 @@ async function serve(): Promise<void> {
       if (sleeping) await sleeping;
     }
     pool.loopBusy();
-    lastClock = performance.now();
-    nextYield = lastClock + YIELD_EVERY_MS;
-    clockStride = stepsToClock = 1;
+    restartClock();
   }
 }
 
