@@ -9,15 +9,16 @@
  *  │ HEADER  (HEADER_WORDS × int32): one 64-byte cache line per group of writers, │
  *  │ so that a word one thread spins on never shares a line with another's writes │
  *  │   line 0, read-mostly:                                                       │
- *  │   0 MAGIC            3 BUFFER_SIZE       6 FLAGS                             │
+ *  │   0 MAGIC            3 BUFFER_SIZE       6 FLAGS             9 REPAIR_DUE    │
  *  │   1 BUFFER_COUNT     4 CONTEXT_SIZE      7 ALLOCATED                         │
  *  │   2 MAX_BUFFERS      5 STRIDE            8 NEXT_ID                           │
- *  │   line 1, the lock and the words it guards:                                  │
- *  │  16 LOCK            19 FREE_HEAD        22 QUEUE_TAIL       25 COMPLETED     │
- *  │  17 LOCK_SEQ        20 FREE_TAIL        23 RECYCLE_HEAD     26 CANCELLED     │
- *  │  18 REPAIR_DUE      21 QUEUE_HEAD       24 RECYCLE_TAIL     27 FAILED        │
- *  │   line 2: 32..40 slots per state (COUNT_BASE + State): UNALLOCATED FREE      │
- *  │         QUEUED RUNNING PENDING HELD RECYCLING CLEANING PARKED                │
+ *  │   line 1, the lock and what every item's round changes under it:             │
+ *  │  16 LOCK            19 FREE_TAIL        22 COMPLETED        25 QUEUED count  │
+ *  │  17 LOCK_SEQ        20 QUEUE_HEAD       23 FREE count       26 RUNNING count │
+ *  │  18 FREE_HEAD       21 QUEUE_TAIL       24 HELD count                        │
+ *  │   line 2, the rest under the lock (pended items, cleanup, failures):         │
+ *  │  32 RECYCLE_HEAD    34 CANCELLED        counts: 36 UNALLOCATED  37 PENDING   │
+ *  │  33 RECYCLE_TAIL    35 FAILED           38 RECYCLING  39 CLEANING  40 PARKED │
  *  │   line 3, producers wake the loop:   48 LOOP_WAKE  49 LOOP_SLEEPING          │
  *  │                                      50 CONTROL_SEQ  51 LOOP_IDLE            │
  *  │   line 4, the loop wakes producers:  64 FREE_WAKE  65 FREE_SLEEPERS          │
@@ -25,7 +26,7 @@
  *  ├──────────────────────────────────────────────────────────────────────────────┤
  *  │ SLOTS   (MAX_BUFFERS × SLOT_WORDS × int32), slot i at word SLOT_BASE + 16i:  │
  *  │ 64 bytes each, so that the loop's slot and a producer's do not share a line  │
- *  │   +0 STATE  +1 GENERATION  +2 NEXT  +3 PREV  +4 SIZE  +5 STATUS              │
+ *  │   +0 STATE  +1 GENERATION  +2 NEXT  +4 SIZE  +5 STATUS  (+3 unused)          │
  *  │   +6 DONE   +7 WAITER  +8 COMPLETION  +9 KEEP  +10 ABORTED  +11 RUN          │
  *  │   +12..15 unused                                                             │
  *  ├──────────────────────────────────────────────────────────────────────────────┤
@@ -35,7 +36,8 @@
  *  └──────────────────────────────────────────────────────────────────────────────┘
  * ```
  *
- * Lists (free, queue, recycle) are doubly linked through NEXT/PREV with {@linkcode NIL} ends.
+ * Lists (free, queue, recycle) are singly linked through NEXT, with head and tail words and
+ * {@linkcode NIL} ends.
  * The words of lines 1 and 2 (but LOCK itself) and of the slots change only under the lock,
  * except DONE and ABORTED, which, like the wake words, are `Atomics` words that sleepers wait on
  * or the loop polls. Under the lock they are read and written plainly (the lock orders them);
@@ -51,7 +53,7 @@
  */
 
 /** Identifies a tbq buffer (and this layout's version) when another thread attaches. */
-export const MAGIC = 0x74627102;
+export const MAGIC = 0x74627103;
 
 /** The end of a list. */
 export const NIL = -1;
@@ -73,19 +75,21 @@ export const H = {
   LOCK_SEQ: 17,
   /** Hands out thread ids for LOCK (one per `Pool` object). */
   NEXT_ID: 8,
-  /** 1 when a critical section stopped half-way and could not repair: the next holder does. */
-  REPAIR_DUE: 18,
-  FREE_HEAD: 19,
-  FREE_TAIL: 20,
-  QUEUE_HEAD: 21,
-  QUEUE_TAIL: 22,
-  RECYCLE_HEAD: 23,
-  RECYCLE_TAIL: 24,
-  /** Counts of slots in each state, indexed COUNT_BASE + state. */
-  COUNT_BASE: 32,
-  COMPLETED: 25,
-  CANCELLED: 26,
-  FAILED: 27,
+  /**
+   * 1 when a critical section stopped half-way and could not repair: the next holder does.
+   * Every holder reads it and almost none writes it, so it lives with the read-mostly words.
+   */
+  REPAIR_DUE: 9,
+  FREE_HEAD: 18,
+  FREE_TAIL: 19,
+  QUEUE_HEAD: 20,
+  QUEUE_TAIL: 21,
+  /** Items that ended with a success status. */
+  COMPLETED: 22,
+  RECYCLE_HEAD: 32,
+  RECYCLE_TAIL: 33,
+  CANCELLED: 34,
+  FAILED: 35,
   /** Bumped, while LOOP_IDLE is 1, whenever the work loop has something new to look at. */
   LOOP_WAKE: 48,
   /** 1 while the loop sleeps on LOOP_WAKE, so wakers know to notify. */
@@ -108,6 +112,13 @@ export const H = {
    */
   CONTROL_SEQ: 50,
 } as const;
+
+/**
+ * The header word that counts the slots in each state, indexed by {@linkcode State}. The states
+ * an item passes through on its way round (free, held, queued, running) are counted on line 1,
+ * with the lock, so that a round's critical sections touch one header line; the others on line 2.
+ */
+export const COUNT_WORD: readonly number[] = [36, 23, 25, 26, 37, 24, 38, 39, 40];
 
 /** Header size in int32 words. */
 export const HEADER_WORDS = 96;
@@ -139,8 +150,8 @@ export const S = {
   STATE: 0,
   /** Bumped when a round ends (the buffer goes back to the free list): old handles go stale. */
   GENERATION: 1,
+  /** The next slot on the slot's list (free, queue or recycle), or {@linkcode NIL}. */
   NEXT: 2,
-  PREV: 3,
   /** Bytes of the buffer the work sees. */
   SIZE: 4,
   /** The status the round's work produced, once DONE equals GENERATION. */
@@ -182,7 +193,7 @@ export const SLOT_WORDS = 16;
 
 /**
  * Where a slot is. Every allocated slot is in exactly one state; the counts in the header
- * (`COUNT_BASE + state`) always add up to ALLOCATED. The STATE words are the truth: lists and
+ * (`COUNT_WORD[state]`) always add up to ALLOCATED. The STATE words are the truth: lists and
  * counts can be rebuilt from them (see `Pool`'s repair after a thread died holding the lock).
  */
 export const State = {

@@ -14,6 +14,7 @@
 import { QueueError } from "./errors.ts";
 import {
   Completion,
+  COUNT_WORD,
   Flag,
   H,
   HEADER_WORDS,
@@ -184,7 +185,7 @@ export class Pool {
     w[H.RECYCLE_HEAD] = w[H.RECYCLE_TAIL] = NIL;
     for (let slot = 0; slot < sizes.maxBuffers; slot++) {
       const base = HEADER_WORDS + slot * SLOT_WORDS;
-      w[base + S.NEXT] = w[base + S.PREV] = NIL;
+      w[base + S.NEXT] = NIL;
       w[base + S.DONE] = w[base + S.ABORTED] = -1;
     }
     const pool = new Pool(buffer);
@@ -260,14 +261,14 @@ export class Pool {
 
   /** Number of items queued and not yet taken by the loop. */
   count(): number {
-    return Atomics.load(this.#words, H.COUNT_BASE + State.QUEUED);
+    return Atomics.load(this.#words, COUNT_WORD[State.QUEUED]);
   }
 
   /** A consistent snapshot of the counts. */
   stats(): QueueStats {
     return this.#locked(() => {
       const w = this.#words;
-      const c = (state: SlotState) => w[H.COUNT_BASE + state];
+      const c = (state: SlotState) => w[COUNT_WORD[state]];
       return {
         free: c(State.FREE),
         queued: c(State.QUEUED),
@@ -704,7 +705,7 @@ export class Pool {
   }
 
   #queuedAbove(threshold: number): boolean {
-    return threshold >= 0 && this.#words[H.COUNT_BASE + State.QUEUED] > threshold;
+    return threshold >= 0 && this.#words[COUNT_WORD[State.QUEUED]] > threshold;
   }
 
   #notifyFree(): void {
@@ -854,15 +855,15 @@ export class Pool {
     const w = this.#words;
     w[H.ALLOCATED] = slot + 1;
     w[this.#at(slot, S.STATE)] = state;
-    w[H.COUNT_BASE + state]++;
+    w[COUNT_WORD[state]]++;
     if (state === State.FREE) this.#pushTail(slot, H.FREE_HEAD, H.FREE_TAIL);
   }
 
   #setState(slot: number, state: SlotState): void {
     const w = this.#words;
     const at = this.#at(slot, S.STATE);
-    w[H.COUNT_BASE + w[at]]--;
-    w[H.COUNT_BASE + state]++;
+    w[COUNT_WORD[w[at]]]--;
+    w[COUNT_WORD[state]]++;
     w[at] = state;
   }
 
@@ -937,11 +938,13 @@ export class Pool {
     this.#freeDue = true;
   }
 
+  // Lists are singly linked (NEXT): pushing or taking the head writes only the list's ends and
+  // the slot itself, never a neighbour's line (which the other thread may hold in its cache).
+
   #pushTail(slot: number, head: number, tail: number): void {
     const w = this.#words;
     const last = w[tail];
     w[this.#at(slot, S.NEXT)] = NIL;
-    w[this.#at(slot, S.PREV)] = last;
     if (last === NIL) w[head] = slot;
     else w[this.#at(last, S.NEXT)] = slot;
     w[tail] = slot;
@@ -950,22 +953,35 @@ export class Pool {
   #pushHead(slot: number, head: number, tail: number): void {
     const w = this.#words;
     const first = w[head];
-    w[this.#at(slot, S.PREV)] = NIL;
     w[this.#at(slot, S.NEXT)] = first;
     if (first === NIL) w[tail] = slot;
-    else w[this.#at(first, S.PREV)] = slot;
     w[head] = slot;
   }
 
+  /**
+   * Takes `slot` off a list: at once from the head (every hot path), else by a walk from the head
+   * (a waiter giving up on a queued item). A slot the walk does not find is on no list.
+   */
   #unlink(slot: number, head: number, tail: number): void {
     const w = this.#words;
     const next = w[this.#at(slot, S.NEXT)];
-    const prev = w[this.#at(slot, S.PREV)];
-    if (prev === NIL) w[head] = next;
-    else w[this.#at(prev, S.NEXT)] = next;
-    if (next === NIL) w[tail] = prev;
-    else w[this.#at(next, S.PREV)] = prev;
-    w[this.#at(slot, S.NEXT)] = w[this.#at(slot, S.PREV)] = NIL;
+    w[this.#at(slot, S.NEXT)] = NIL;
+    if (w[head] === slot) {
+      w[head] = next;
+      if (next === NIL) w[tail] = NIL;
+      return;
+    }
+    const allocated = w[H.ALLOCATED];
+    let prev = w[head];
+    for (let steps = 0; prev >= 0 && prev < allocated && steps < allocated; steps++) {
+      const after = w[this.#at(prev, S.NEXT)];
+      if (after === slot) {
+        w[this.#at(prev, S.NEXT)] = next;
+        if (w[tail] === slot) w[tail] = prev;
+        return;
+      }
+      prev = after;
+    }
   }
 
   // ── repair ───────────────────────────────────────────────────────────────────────────────
@@ -1040,10 +1056,10 @@ export class Pool {
     relink(H.QUEUE_HEAD, H.QUEUE_TAIL, State.QUEUED, true);
     relink(H.RECYCLE_HEAD, H.RECYCLE_TAIL, State.RECYCLING, true);
     relink(H.FREE_HEAD, H.FREE_TAIL, State.FREE, false);
-    for (let state = 0; state < STATE_COUNT; state++) w[H.COUNT_BASE + state] = 0;
-    for (let slot = 0; slot < allocated; slot++) w[H.COUNT_BASE + w[this.#at(slot, S.STATE)]]++;
+    for (let state = 0; state < STATE_COUNT; state++) w[COUNT_WORD[state]] = 0;
+    for (let slot = 0; slot < allocated; slot++) w[COUNT_WORD[w[this.#at(slot, S.STATE)]]]++;
     for (let slot = allocated; slot < w[H.MAX_BUFFERS]; slot++) {
-      w[this.#at(slot, S.NEXT)] = w[this.#at(slot, S.PREV)] = NIL;
+      w[this.#at(slot, S.NEXT)] = NIL;
     }
   }
 
