@@ -22,6 +22,7 @@
  *  │   line 3, producers wake the loop:   48 LOOP_WAKE  49 LOOP_SLEEPING          │
  *  │                                      50 CONTROL_SEQ  51 LOOP_IDLE            │
  *  │   line 4, the loop wakes producers:  64 FREE_WAKE  65 FREE_SLEEPERS          │
+ *  │                                      66 FREE_POLLERS  67 LOOP_STEP_NS        │
  *  │   line 5, waiters who gave up:       80 ABORT_WAKE                           │
  *  ├──────────────────────────────────────────────────────────────────────────────┤
  *  │ SLOTS   (MAX_BUFFERS × SLOT_WORDS × int32), slot i at word SLOT_BASE + 16i:  │
@@ -104,6 +105,10 @@ export const H = {
   FREE_WAKE: 64,
   /** How many threads sleep on FREE_WAKE. */
   FREE_SLEEPERS: 65,
+  /** How many threads poll FREE_WAKE (they need no wake; see `pollThenWait`). */
+  FREE_POLLERS: 66,
+  /** The loop's recent time per item in ns (0 until known): how long a producer may poll. */
+  LOOP_STEP_NS: 67,
   /** Bumped when a waiter gives up on a running or pended item (the loop aborts `item.signal`). */
   ABORT_WAKE: 80,
   /**

@@ -668,6 +668,11 @@ export class Pool {
     Atomics.store(this.#words, H.LOOP_IDLE, 0);
   }
 
+  /** The loop publishes its time per item (ms) for producers that wait for a free buffer. */
+  noteStep(stepMs: number): void {
+    Atomics.store(this.#words, H.LOOP_STEP_NS, Math.min(Math.round(stepMs * 1e6), 0x7fffffff));
+  }
+
   /** Whether the loop has a step to take: a returning buffer, or an item while `taking`. */
   loopHasWork(taking: boolean): boolean {
     const w = this.#words;

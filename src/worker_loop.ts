@@ -384,6 +384,7 @@ async function serve(): Promise<void> {
     if (--stepsToClock > 0) return false;
     const now = performance.now();
     stepMs += ((now - lastClock) / clockStride - stepMs) / 4;
+    pool.noteStep(stepMs);
     clockStride = now - lastClock < FAST_STRIDE_MS
       ? Math.min(clockStride * 2, MAX_CLOCK_STRIDE)
       : 1;
